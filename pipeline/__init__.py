@@ -1,0 +1,1 @@
+"""Data unlearning in diffusion models: the stages of the workflow (see README.md)."""

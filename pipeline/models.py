@@ -1,0 +1,93 @@
+"""Models: the diffusers ``UNet2DModel`` + ``DDPMScheduler`` pair, and its on-disk format.
+
+Every model of the workflow is a directory written by ``DDPMPipeline.save_pretrained``, so
+``diffusers.DDPMPipeline.from_pretrained(path)`` loads any of them. The scheduler is DDPM with
+T = ``num_train_timesteps`` (1000), linear betas 1e-4 -> 0.02 and epsilon prediction (Ho et al.
+2020), as in the SISS and ReTrack MNIST/CIFAR/CelebA-HQ models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from pipeline.artifacts import atomic_path
+from pipeline.config import UserError
+
+log = logging.getLogger("pipeline.models")
+
+
+def build_unet(params: dict) -> UNet2DModel:
+    """A fresh UNet2DModel for the data's resolution and channels, from ``params['model']['unet']``."""
+    cfg, data = params["model"]["unet"], params["data"]
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg["attention"])
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg["attention"]))
+    return UNet2DModel(
+        sample_size=data["resolution"],
+        in_channels=data["channels"],
+        out_channels=data["channels"],
+        block_out_channels=tuple(cfg["block_out_channels"]),
+        layers_per_block=cfg["layers_per_block"],
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=cfg["norm_num_groups"],
+    )
+
+
+def build_scheduler(params: dict) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=params["model"]["num_train_timesteps"],
+                         beta_schedule="linear", prediction_type="epsilon")
+
+
+def save_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler,
+               extra_files: dict[str, str] | None = None) -> None:
+    """Write a DDPMPipeline directory atomically, with optional text files beside the weights
+    (the training log ``train_log.csv``)."""
+    with atomic_path(path, directory=True) as tmp:
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+
+
+def load_model(path: str | Path) -> tuple[UNet2DModel, DDPMScheduler]:
+    """Load a DDPMPipeline directory (local) or Hub id; errors name the path."""
+    try:
+        pipe = DDPMPipeline.from_pretrained(str(path))
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise UserError(f"{path}: not a loadable diffusers DDPMPipeline ({exc})") from exc
+    if not isinstance(pipe.scheduler, DDPMScheduler):  # e.g. a DDIM-scheduled pipeline
+        pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if pipe.scheduler.config.prediction_type != "epsilon":
+        raise UserError(f"{path}: the scheduler predicts {pipe.scheduler.config.prediction_type!r}; "
+                        "the unlearning losses need epsilon prediction")
+    return pipe.unet, pipe.scheduler
+
+
+def check_matches_data(unet: UNet2DModel, params: dict, source: str) -> None:
+    """A loaded model must fit the data's resolution and channels."""
+    data = params["data"]
+    size = unet.config.sample_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    if (size, unet.config.in_channels) != (data["resolution"], data["channels"]):
+        raise UserError(f"{source}: model is {size}x{size} with {unet.config.in_channels} channels, but "
+                        f"data.resolution/data.channels are {data['resolution']}/{data['channels']}")
+
+
+def noise_levels(scheduler: DDPMScheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """gamma_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), shaped (B, 1, 1, 1)."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t].float()
+    return alpha_bar.sqrt().view(-1, 1, 1, 1), (1 - alpha_bar).sqrt().view(-1, 1, 1, 1)
+
+
+def device() -> torch.device:
+    """CUDA when present, else the CPU with one torch thread per core this process may run on
+    (its CPU affinity, e.g. a SLURM allocation, not the whole node). Locally, the rules that train
+    or sample take all of Snakemake's cores, so two of them never compete for the same cores."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return torch.device("cpu")

@@ -1,0 +1,64 @@
+"""Stage 2, pretrain: the model that has seen the forget images.
+
+Either trains a UNet2DModel with the DDPM loss on the whole training set X (forget images
+included) and keeps the EMA weights, or loads a pretrained DDPMPipeline from a Hub id or a local
+path (``model.source: pretrained``). Both end as the same on-disk format: a
+``DDPMPipeline.save_pretrained`` directory (:mod:`pipeline.models`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from pipeline.artifacts import setup_logging
+from pipeline.config import cli, load_params
+from pipeline.data import load_training_set
+from pipeline.methods import DDPMLoss
+from pipeline.models import build_scheduler, build_unet, check_matches_data, device, load_model, save_model
+from pipeline.training import BatchSource, train
+
+
+def pretrain(params: dict, images: np.ndarray, log) -> tuple[torch.nn.Module, object, str]:
+    """Train a fresh UNet on every row of ``images`` with the pretraining recipe."""
+    cfg = params["pretrain"]
+    torch.manual_seed(cfg["seed"])
+    unet = build_unet(params).to(device())
+    scheduler = build_scheduler(params)
+    log.info("UNet2DModel with %.2f M parameters", sum(p.numel() for p in unet.parameters()) / 1e6)
+    source = BatchSource(images, retain_rows=np.arange(len(images)))
+    unet, history = train(unet, DDPMLoss(scheduler), source, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                          lr=cfg["lr"], seed=cfg["seed"], warmup_steps=cfg["warmup_steps"],
+                          ema_decay=cfg["ema_decay"], desc="pretrain", log=log)
+    return unet, scheduler, history
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--data", required=True, help="train.npz of the data stage")
+    parser.add_argument("--out", required=True, help="model directory to write")
+    parser.add_argument("--log")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    log = setup_logging(args.log)
+    start = time.time()
+    if params["model"]["source"] == "pretrained":
+        source = params["model"]["pretrained"]
+        unet, scheduler = load_model(source)
+        check_matches_data(unet, params, source)
+        save_model(args.out, unet, scheduler)
+        log.info("copied pretrained model %s to %s", source, args.out)
+        return
+    images = load_training_set(args.data)["images"]
+    unet, scheduler, history = pretrain(params, images, log)
+    save_model(args.out, unet.cpu(), scheduler, {"train_log.csv": history})
+    log.info("pretrained in %.1f s, saved to %s", time.time() - start, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.models import build_scheduler, build_unet
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = Path(__file__).with_name("tiny_params.yaml")
+
+
+@pytest.fixture
+def params() -> dict:
+    """A fresh copy of the tiny experiment's params (8x8 grey images, 2-level UNet)."""
+    return yaml.safe_load(TINY.read_text())
+
+
+@pytest.fixture
+def unet(params):
+    torch.manual_seed(0)
+    return build_unet(params).eval()
+
+
+@pytest.fixture
+def scheduler(params):
+    return build_scheduler(params)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _drop_stage_log_handlers():
+    """A stage's CLI logs to the stderr of its moment (pytest's capture); drop that handler after."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(handler)

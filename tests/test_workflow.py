@@ -1,0 +1,161 @@
+"""The workflow end to end, on the tiny params, in temporary copies of the repository:
+Snakemake runs everything, has nothing left to do after, reruns only the branch whose
+parameter changed, stops on bad params before any compute; `dvc repro` in a fresh git
+repository runs the same stages and gets the same numbers."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from diffusers import DDPMPipeline
+
+from tests.conftest import ROOT, TINY
+
+pytestmark = pytest.mark.workflow
+WORKFLOW_FILES = ["Snakefile", "rules", "profiles", "envs", "pipeline", ".dvc", ".dvcignore"]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def make_workdir(path: Path) -> Path:
+    """A copy of the workflow with the tiny params as params.yaml and MNIST already fetched."""
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+        elif src.exists():
+            shutil.copy(src, path / name)
+    shutil.copy(TINY, path / "params.yaml")
+    mnist = ROOT / "data/raw/mnist.npz"
+    if mnist.is_file():  # `make test` fetched it; otherwise the fetch_mnist rule downloads it
+        (path / "data/raw").mkdir(parents=True)
+        shutil.copy(mnist, path / "data/raw/mnist.npz")
+    return path
+
+
+def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(cwd, sys.executable, "-m", "snakemake", "--cores", "2", *args, check=check)
+
+
+def output_mtimes(workdir: Path) -> dict[str, int]:
+    files = {}
+    for top in ["data", "models", "samples", "metrics", "report"]:
+        for p in (workdir / top).rglob("*"):
+            if p.is_file():
+                files[str(p.relative_to(workdir))] = p.stat().st_mtime_ns
+    return files
+
+
+@pytest.fixture(scope="module")
+def snakemake_run(tmp_path_factory):
+    workdir = make_workdir(tmp_path_factory.mktemp("snakemake"))
+    snakemake(workdir)
+    return workdir
+
+
+def test_dvc_yaml_is_current():
+    run(ROOT, sys.executable, "-m", "pipeline.workflow", "--check")
+
+
+def test_snakemake_runs_the_whole_experiment(snakemake_run):
+    w = snakemake_run
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    models = ["pretrained", "naive-s0", "retrack-s0"]
+    for name in models:
+        pipe = DDPMPipeline.from_pretrained(w / "models" / name)
+        assert pipe.unet.config.sample_size == params["data"]["resolution"]
+        samples = np.load(w / "samples" / f"{name}.npz")["samples"]
+        assert samples.shape == (params["sampling"]["n"], 1, 8, 8)
+        metrics = json.loads((w / "metrics" / f"{name}.json").read_text())
+        assert metrics["model"] == name and 0 <= metrics["forget_reproduction"]["rate"] <= 1
+        assert "derivation" in metrics["forget_reproduction"]["threshold"]
+        assert np.isfinite(metrics["quality"]["value"])
+        assert (w / "logs" / ("pretrain.log" if name == "pretrained" else f"unlearn/{name}.log")).stat().st_size > 0
+    assert (w / "models/retrack-s0/train_log.csv").read_text().count("\n") == params["methods"]["retrack"]["steps"] + 1
+    table = (w / "report/table.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == models
+    assert "retrack" in (w / "report/table.md").read_text()
+    for png in ["report/samples.png", "data/knn.png", "data/forget.png", "samples/pretrained.png"]:
+        assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(w.rglob(".*.tmp-*")), "a temporary file was left behind"
+
+
+def test_second_run_has_nothing_to_do(snakemake_run):
+    assert "Nothing to be done" in snakemake(snakemake_run, "--dry-run").stdout
+
+
+def test_bad_params_stop_before_any_compute(snakemake_run):
+    w = snakemake_run
+    good = (w / "params.yaml").read_text()
+    before = output_mtimes(w)
+    bad = yaml.safe_load(good)
+    bad["methods"]["retrack"]["lr"] = "fast"
+    (w / "params.yaml").write_text(yaml.safe_dump(bad))
+    try:
+        result = snakemake(w, check=False)
+    finally:
+        (w / "params.yaml").write_text(good)
+    assert result.returncode != 0
+    assert "methods.retrack.lr: got 'fast', expected type number" in result.stdout + result.stderr
+    assert output_mtimes(w) == before
+
+
+def test_corrupt_checkpoint_is_named(snakemake_run, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(snakemake_run / "models/pretrained", broken)
+    weights = next(broken.glob("unet/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = run(snakemake_run, sys.executable, "-m", "pipeline.sampling", "--params", "params.yaml", "--model",
+                 str(broken), "--out", str(tmp_path / "s.npz"), "--png", str(tmp_path / "s.png"), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken}")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_changed_method_param_reruns_only_its_branch(snakemake_run):
+    w = snakemake_run
+    before = output_mtimes(w)
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    params["methods"]["retrack"]["lam"] = 0.5
+    (w / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    snakemake(w)
+    after = output_mtimes(w)
+    changed = {f for f in after if after[f] != before.get(f)}
+    expected_prefixes = ("models/retrack-s0/", "samples/retrack-s0.", "metrics/retrack-s0.", "report/")
+    assert changed and all(f.startswith(expected_prefixes) for f in changed), sorted(changed)
+    assert {"metrics/retrack-s0.json", "report/table.csv"} <= changed
+    assert "Nothing to be done" in snakemake(w, "--dry-run").stdout
+
+
+def test_dvc_repro_runs_the_same_stages_with_the_same_numbers(snakemake_run, tmp_path):
+    w = make_workdir(tmp_path / "dvc")
+    run(w, sys.executable, "-m", "pipeline.workflow")  # dvc.yaml for these params (same shape as the default)
+    assert (w / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
+    run(w, "git", "init", "-q")
+    if (w / "data/raw/mnist.npz").is_file():  # record the fetched MNIST instead of downloading it again
+        (w / "logs").mkdir(exist_ok=True)
+        (w / "logs/fetch_mnist.log").touch()
+        run(w, "dvc", "commit", "--force", "fetch_mnist")
+    result = run(w, "dvc", "repro")
+    assert "Running stage 'unlearn-retrack-s0'" in result.stdout
+    assert "up to date" in run(w, "dvc", "repro").stdout
+    shown = run(w, "dvc", "metrics", "show", "--json").stdout
+    assert "forget_reproduction" in shown
+    same_params = (snakemake_run / "params.yaml").read_text() == (w / "params.yaml").read_text()
+    models = ["pretrained", "naive-s0", "retrack-s0"] if same_params else ["pretrained", "naive-s0"]
+    for name in models:  # (an earlier test may have changed the retrack branch of the Snakemake run)
+        ours = json.loads((w / f"metrics/{name}.json").read_text())
+        theirs = json.loads((snakemake_run / f"metrics/{name}.json").read_text())
+        assert ours == theirs, name
