@@ -7,6 +7,7 @@ tool started it.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from pathlib import Path
@@ -117,6 +118,18 @@ def model_names(params: dict) -> list[str]:
     """Every model the experiment samples and scores: the pretrained one, then each run."""
     runs = [run_name(m, s) for m in params["experiment"]["methods"] for s in params["experiment"]["seeds"]]
     return ["pretrained", *runs]
+
+
+def stage_args(argv: list[str] | None, doc: str, *names: str,
+               types: dict | None = None) -> argparse.Namespace:
+    """The command line of a stage: ``--params`` (the params file), one required option per
+    name (its input and output paths, e.g. ``--data``, ``--out``), and ``--log`` (a log file)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", required=True, help="params.yaml")
+    for name in names:
+        parser.add_argument(f"--{name}", required=True, type=(types or {}).get(name, str))
+    parser.add_argument("--log", help="log file, besides stderr")
+    return parser.parse_args(argv)
 
 
 def cli(main: Callable[..., None]) -> Callable[..., None]:

@@ -10,12 +10,10 @@ Metrics and neighbour search work on the distinct images; training draws from al
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from pipeline.artifacts import load_npz, save_npz, setup_logging
-from pipeline.config import UserError, cli, load_params
+from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_training_set
 from pipeline.images import grid, save_png, to_float
 
@@ -56,13 +54,7 @@ def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--png", required=True, help="grid of the distinct forget images")
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
+    args = stage_args(argv, __doc__, "data", "out", "png")
     params = load_params(args.params)
     log = setup_logging(args.log)
     train = load_training_set(args.data)

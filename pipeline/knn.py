@@ -9,13 +9,11 @@ forget image: the image, then its neighbours.
 
 from __future__ import annotations
 
-import argparse
-
 import faiss
 import numpy as np
 
 from pipeline.artifacts import atomic_path, load_npz, save_npz, setup_logging
-from pipeline.config import UserError, cli, load_params
+from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_training_set
 from pipeline.forget import load_forget_set, retain_rows
 from pipeline.images import grid, save_png, to_float
@@ -44,15 +42,7 @@ def load_knn(path) -> dict[str, np.ndarray]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--forget", required=True)
-    parser.add_argument("--index", required=True, help="faiss index file to write")
-    parser.add_argument("--out", required=True, help="knn.npz to write")
-    parser.add_argument("--png", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
+    args = stage_args(argv, __doc__, "data", "forget", "index", "out", "png")
     params = load_params(args.params)
     log = setup_logging(args.log)
     images = load_training_set(args.data)["images"]

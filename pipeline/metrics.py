@@ -16,15 +16,13 @@ reference protocol, so the figure measures the rest of the distribution.
 
 from __future__ import annotations
 
-import argparse
-
 import faiss
 import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from pipeline.artifacts import save_json, setup_logging
-from pipeline.config import UserError, cli, load_params
+from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_training_set
 from pipeline.forget import load_forget_set, retain_rows
 from pipeline.images import to_float
@@ -135,16 +133,7 @@ def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict, knn: 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--samples", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--forget", required=True)
-    parser.add_argument("--knn", required=True)
-    parser.add_argument("--model-name", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
+    args = stage_args(argv, __doc__, "samples", "data", "forget", "knn", "model-name", "out")
     params = load_params(args.params)
     log = setup_logging(args.log)
     result = evaluate(params, load_samples(args.samples), load_training_set(args.data),

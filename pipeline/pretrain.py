@@ -8,14 +8,13 @@ path (``model.source: pretrained``). Both end as the same on-disk format: a
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
 from pipeline.artifacts import setup_logging
-from pipeline.config import cli, load_params
+from pipeline.config import cli, load_params, stage_args
 from pipeline.data import load_training_set
 from pipeline.methods import DDPMLoss
 from pipeline.models import build_scheduler, build_unet, check_matches_data, device, load_model, save_model
@@ -38,12 +37,7 @@ def pretrain(params: dict, images: np.ndarray, log) -> tuple[torch.nn.Module, ob
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--data", required=True, help="train.npz of the data stage")
-    parser.add_argument("--out", required=True, help="model directory to write")
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
+    args = stage_args(argv, __doc__, "data", "out")
     params = load_params(args.params)
     log = setup_logging(args.log)
     start = time.time()

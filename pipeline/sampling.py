@@ -11,7 +11,6 @@ first 100.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -20,7 +19,7 @@ from diffusers import DDPMScheduler
 from tqdm import tqdm
 
 from pipeline.artifacts import load_npz, save_npz, setup_logging
-from pipeline.config import cli, load_params
+from pipeline.config import cli, load_params, stage_args
 from pipeline.images import grid, save_png
 from pipeline.models import device, load_model
 
@@ -54,13 +53,7 @@ def load_samples(path) -> np.ndarray:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--model", required=True, help="model directory")
-    parser.add_argument("--out", required=True, help=".npz to write")
-    parser.add_argument("--png", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
+    args = stage_args(argv, __doc__, "model", "out", "png")
     cfg = load_params(args.params)["sampling"]
     log = setup_logging(args.log)
     unet, scheduler = load_model(args.model)

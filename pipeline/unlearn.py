@@ -8,12 +8,11 @@ The method (``pipeline.methods.REGISTRY``) and its hyperparameters come from
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 from pipeline.artifacts import setup_logging
-from pipeline.config import UserError, cli, load_params
+from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_training_set
 from pipeline.forget import load_forget_set, retain_rows
 from pipeline.knn import load_knn
@@ -24,17 +23,8 @@ from pipeline.training import BatchSource, train
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--seed", required=True, type=int)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--forget", required=True)
-    parser.add_argument("--knn", required=True)
-    parser.add_argument("--model", required=True, help="pretrained model directory")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
+    args = stage_args(argv, __doc__, "method", "seed", "data", "forget", "knn", "model", "out",
+                      types={"seed": int})
     params = load_params(args.params)
     if args.method not in params["experiment"]["methods"]:
         raise UserError(f"--method {args.method!r} is not in experiment.methods {params['experiment']['methods']}")

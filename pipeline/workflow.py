@@ -35,7 +35,8 @@ def snakemake_jobs(workdir: Path) -> list:
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings
 
-    with contextlib.redirect_stdout(io.StringIO()), SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+    with quiet[0], quiet[1], SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=workdir / "Snakefile",
                                     workdir=workdir)
         # Snakemake has no public call that returns the jobs; this is what `snakemake --dag` does.
@@ -48,8 +49,9 @@ def snakemake_jobs(workdir: Path) -> list:
 
 
 def stage_name(job) -> str:
-    wildcards = "-".join(str(v) for v in job.wildcards_dict.values())
-    return f"{job.rule.name}-{wildcards}" if wildcards else job.rule.name
+    """Named after the job's log file: logs/unlearn/retrack-s0.log -> unlearn-retrack-s0."""
+    log = Path(str(job.log[0]))
+    return str(log.relative_to("logs").with_suffix("")).replace("/", "-")
 
 
 def stage(job) -> dict:

@@ -9,8 +9,9 @@ from pipeline.report import main, mean_std, row
 
 
 def metrics(model, rate, n, fd):
+    threshold = {"derivation": "absolute: L2 < 1"}
     return {"model": model, "n_samples": n, "quality": {"value": fd},
-            "forget_reproduction": {"rate": rate, "count": round(rate * n), "threshold": {"derivation": "absolute: L2 < 1"}}}
+            "forget_reproduction": {"rate": rate, "count": round(rate * n), "threshold": threshold}}
 
 
 def test_row_names_method_and_seed():

@@ -24,6 +24,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 def make_workdir(path: Path) -> Path:
     """A copy of the workflow with the tiny params as params.yaml and MNIST already fetched."""
+    path.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = ROOT / name
         if src.is_dir():
