@@ -22,7 +22,17 @@ class UserError(Exception):
 
 
 def _schema() -> dict:
-    return yaml.safe_load(Path(__file__).with_name("params.schema.yaml").read_text())
+    """params.schema.yaml, with one sub-schema per registered method under ``methods``."""
+    from pipeline.methods import REGISTRY
+
+    schema = yaml.safe_load(Path(__file__).with_name("params.schema.yaml").read_text())
+    loop = schema["$defs"]["loop"]
+    schema["properties"]["methods"].update(additionalProperties=False, properties={
+        name: {"description": (cls.__doc__ or "").strip().splitlines()[0], "type": "object",
+               "additionalProperties": False, "required": [*loop["required"], *cls.hyperparameters],
+               "properties": {**loop["properties"], **cls.hyperparameters}}
+        for name, cls in REGISTRY.items()})
+    return schema
 
 
 def _key(path) -> str:
@@ -115,19 +125,21 @@ def run_name(method: str, seed: int) -> str:
 
 
 def model_names(params: dict) -> list[str]:
-    """Every model the experiment samples and scores: the pretrained one, then each run."""
+    """Every model the experiment samples and scores: the pretrained one, the retrained one
+    (when ``experiment.retrain``), then each unlearning run."""
     runs = [run_name(m, s) for m in params["experiment"]["methods"] for s in params["experiment"]["seeds"]]
-    return ["pretrained", *runs]
+    return ["pretrained", *(["retrained"] if params["experiment"]["retrain"] else []), *runs]
 
 
-def stage_args(argv: list[str] | None, doc: str, *names: str,
+def stage_args(argv: list[str] | None, doc: str, *names: str, optional: tuple[str, ...] = (),
                types: dict | None = None) -> argparse.Namespace:
     """The command line of a stage: ``--params`` (the params file), one required option per
-    name (its input and output paths, e.g. ``--data``, ``--out``), and ``--log`` (a log file)."""
+    name (its input and output paths, e.g. ``--data``, ``--out``), the ``optional`` ones, and
+    ``--log`` (a log file)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", required=True, help="params.yaml")
-    for name in names:
-        parser.add_argument(f"--{name}", required=True, type=(types or {}).get(name, str))
+    for name in (*names, *optional):
+        parser.add_argument(f"--{name}", required=name in names, type=(types or {}).get(name, str))
     parser.add_argument("--log", help="log file, besides stderr")
     return parser.parse_args(argv)
 

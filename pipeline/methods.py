@@ -1,11 +1,23 @@
 """Losses of the unlearning methods, and the registry that names them.
 
 Each method is a small class in the style of NVlabs/edm ``training/loss.py``: hyperparameters in
-``__init__``, the math in ``__call__(net, batch)``, which returns the scalar loss that one
-optimizer step minimises. ``needs`` says which batches the training loop must draw (see
-:class:`pipeline.training.Batch`). Definitions follow ``docs/methods.md`` (notation: gamma_t =
-sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t), L(pred, target) = ||pred - target||^2 summed
-over pixels, a batch loss is the mean over the batch).
+``__init__``, the math in ``__call__(net, batch)``. A method returns either
+
+- a scalar loss, which the training loop minimises, or
+- a dict of scalar loss terms, one backward pass each through the same graph; the loop then
+  hands their gradients (flattened, ``{term: g}``) to the method's ``combine``, which returns
+  the update direction and figures for the log (SISS, EraseDiff).
+
+``needs`` names the batches the loop must draw (:class:`pipeline.training.Batch`);
+``hyperparameters`` is the JSON schema of the method's own keys in ``params.yaml`` (besides the
+loop's: steps, batch_size, lr, accumulate, checkpoint_every); ``stats`` holds figures of the last
+call for the per-step log.
+
+Definitions follow docs/methods.md. Notation: gamma_t = sqrt(alpha_bar_t), sigma_t =
+sqrt(1 - alpha_bar_t); L(pred, target) = ||pred - target||^2 summed over pixels; a batch loss is
+the mean over the batch; x ~ R (retain), a ~ A (forget). Unless a method says otherwise a step
+draws x and a of the same size with one shared t ~ U{0..T-1} and one shared eps per pair.
+All randomness goes through the four helpers below, which tests may replace.
 """
 
 from __future__ import annotations
@@ -15,7 +27,23 @@ from diffusers import DDPMScheduler
 
 from pipeline.models import noise_levels
 
-TRAINING_KEYS = ("steps", "batch_size", "lr")
+
+def random_timesteps(scheduler: DDPMScheduler, like: torch.Tensor) -> torch.Tensor:
+    """t ~ U{0, ..., T-1}, one per example of ``like``."""
+    return torch.randint(0, scheduler.config.num_train_timesteps, (len(like),), device=like.device)
+
+
+def gaussian_like(x: torch.Tensor) -> torch.Tensor:
+    return torch.randn_like(x)
+
+
+def uniform_like(x: torch.Tensor) -> torch.Tensor:
+    return torch.rand_like(x)
+
+
+def coin_flips(like: torch.Tensor, p: float) -> torch.Tensor:
+    """One Bernoulli(p) draw per example of ``like``, as a bool tensor of shape (B,)."""
+    return torch.rand(len(like), device=like.device) < p
 
 
 def sq_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -23,9 +51,22 @@ def sq_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).flatten(1).sum(1)
 
 
-def random_timesteps(scheduler: DDPMScheduler, n: int, device) -> torch.Tensor:
-    """t ~ U{0, ..., T-1}, one per example."""
-    return torch.randint(0, scheduler.config.num_train_timesteps, (n,), device=device)
+def denoising_error(net, scheduler: DDPMScheduler, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                    target: torch.Tensor | None = None) -> torch.Tensor:
+    """L(eps_theta(gamma_t x + sigma_t eps, t), target) per example; target defaults to eps."""
+    gamma, sigma = noise_levels(scheduler, t)
+    return sq_error(net(gamma * x + sigma * eps, t).sample, eps if target is None else target)
+
+
+def rescaled_difference(g_x: torch.Tensor, g_a: torch.Tensor, scaling_norm: float) -> tuple[torch.Tensor, float]:
+    """g = g_x - (scaling_norm / ||g_a||) g_a: the forget gradient rescaled to norm exactly
+    ``scaling_norm`` (SISS, Alberti et al. 2025, Sec. 4). A zero g_a contributes nothing.
+    Returns g and the factor scaling_norm / ||g_a||."""
+    norm = g_a.norm()
+    if norm == 0:
+        return g_x, 0.0
+    factor = scaling_norm / norm
+    return g_x - factor * g_a, float(factor)
 
 
 class DDPMLoss:
@@ -36,21 +77,158 @@ class DDPMLoss:
     """
 
     needs = ("retain",)
+    hyperparameters: dict = {}
 
     def __init__(self, scheduler: DDPMScheduler):
         self.scheduler = scheduler
+        self.stats: dict = {}
 
     def __call__(self, net, batch) -> torch.Tensor:
         x = batch.retain
-        t = random_timesteps(self.scheduler, len(x), x.device)
-        eps = torch.randn_like(x)
-        gamma, sigma = noise_levels(self.scheduler, t)
-        return sq_error(net(gamma * x + sigma * eps, t).sample, eps).mean()
+        return denoising_error(net, self.scheduler, x, random_timesteps(self.scheduler, x), gaussian_like(x)).mean()
 
 
 class NaiveDeletion(DDPMLoss):
     """Naive deletion ("vanilla" fine-tuning, methods.md 1): the DDPM loss on the retain set R
     only, L = L(eps_theta(x_t, t), eps) with x ~ R. Forgetting comes only from not seeing A."""
+
+
+class NegGrad(DDPMLoss):
+    """NegGrad (gradient ascent on the forget set, methods.md 2):
+
+        L = -s * L(eps_theta(a_t, t), eps),  a ~ A,
+
+    with the superfactor s (0.01 in the MNIST reference). No retain term.
+    """
+
+    needs = ("forget",)
+    hyperparameters = {"superfactor": {"type": "number", "exclusiveMinimum": 0}}
+
+    def __init__(self, scheduler: DDPMScheduler, superfactor: float):
+        super().__init__(scheduler)
+        self.superfactor = superfactor
+
+    def __call__(self, net, batch) -> torch.Tensor:
+        a = batch.forget
+        forget = denoising_error(net, self.scheduler, a, random_timesteps(self.scheduler, a), gaussian_like(a)).mean()
+        self.stats = {"forget_loss": forget.item()}
+        return -self.superfactor * forget
+
+
+class EraseDiff:
+    """EraseDiff (Wu et al. 2024; methods.md 3): keep the retain loss low while pushing the forget
+    images' predictions towards noise unrelated to them.
+
+        g_x = grad L(eps_theta(x_t, t), eps)
+        g_a = grad L(eps_theta(a_t, t), u),   u ~ Uniform[0, 1)^d  (uniform, as in the reference code)
+        g   = g_x + max(eta - <g_x, g_a> / ||g_a||^2, 0) * g_a
+
+    so that <g, g_a> >= eta ||g_a||^2: a descent step along g always decreases the forget term
+    to first order, even when the raw gradients oppose. Shared t and eps per (x, a) pair.
+    """
+
+    needs = ("retain", "forget")
+    hyperparameters = {"eta": {"type": "number", "minimum": 0}}
+
+    def __init__(self, scheduler: DDPMScheduler, eta: float):
+        self.scheduler = scheduler
+        self.eta = eta
+        self.stats: dict = {}
+
+    def __call__(self, net, batch) -> dict[str, torch.Tensor]:
+        x, a = batch.retain, batch.forget
+        t, eps = random_timesteps(self.scheduler, x), gaussian_like(x)
+        return {"retain": denoising_error(net, self.scheduler, x, t, eps).mean(),
+                "forget": denoising_error(net, self.scheduler, a, t, eps, target=uniform_like(a)).mean()}
+
+    def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        g_x, g_a = grads["retain"], grads["forget"]
+        sq_norm = g_a.pow(2).sum()
+        coefficient = torch.clamp(self.eta - (g_x @ g_a) / sq_norm, min=0) if sq_norm > 0 else g_a.new_zeros(())
+        return g_x + coefficient * g_a, {"coefficient": coefficient.item()}
+
+
+MAX_LOG_WEIGHT = 80.0  # exp(80) = 5.5e34 < float32 max 3.4e38
+
+
+class SISS:
+    """SISS (Alberti et al. 2025, arXiv 2503.01034; methods.md 4): one forward pass per example
+    on a sample m_t of the defensive mixture q = (1 - lam) q(x_t | x) + lam q(a_t | a).
+
+        m_t  = x_t with probability 1 - lam, else a_t              (per example; shared t, eps)
+        d_x  = ||m_t - gamma_t x||^2 / (2 sigma_t^2),  d_a = ||m_t - gamma_t a||^2 / (2 sigma_t^2)
+        w_x  = 1 / ((1 - lam) + lam exp(d_x - d_a)),   w_a = 1 / ((1 - lam) exp(d_a - d_x) + lam)
+        L_x  = mean_b w_x L(pred, (m_t - gamma_t x) / sigma_t)
+        L_a  = mean_b w_a L(pred, (m_t - gamma_t a) / sigma_t),     pred = eps_theta(m_t, t)
+        g    = grad L_x - (scaling_norm / ||grad L_a||) grad L_a
+
+    The weights are computed as log w = -logsumexp(...) of the log terms (log 0 = -inf for
+    lam in {0, 1}), never as a ratio of exponentials: the reference code's exp(d) overflows for
+    small t and large images, giving inf / inf = NaN. ``stats`` reports the weights' ranges.
+    """
+
+    needs = ("retain", "forget")
+    hyperparameters = {"lam": {"type": "number", "minimum": 0, "maximum": 1},
+                       "scaling_norm": {"type": "number", "exclusiveMinimum": 0}}
+
+    def __init__(self, scheduler: DDPMScheduler, lam: float, scaling_norm: float):
+        self.scheduler = scheduler
+        self.lam = lam
+        self.scaling_norm = scaling_norm
+        self.stats: dict = {}
+
+    def log_weights(self, d_x: torch.Tensor, d_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log w_x, log w_a) per example, from d_x and d_a, stable for any lam in [0, 1]."""
+        log_keep = torch.log(torch.tensor(1.0 - self.lam, dtype=d_x.dtype, device=d_x.device))
+        log_mix = torch.log(torch.tensor(self.lam, dtype=d_x.dtype, device=d_x.device))
+        log_w_x = -torch.logaddexp(log_keep.expand_as(d_x), log_mix + d_x - d_a)
+        log_w_a = -torch.logaddexp(log_keep + d_a - d_x, log_mix.expand_as(d_a))
+        return log_w_x, log_w_a
+
+    def __call__(self, net, batch) -> dict[str, torch.Tensor]:
+        x, a = batch.retain, batch.forget
+        t, eps = random_timesteps(self.scheduler, x), gaussian_like(x)
+        gamma, sigma = noise_levels(self.scheduler, t)
+        from_forget = coin_flips(x, self.lam).view(-1, 1, 1, 1)
+        m_t = gamma * torch.where(from_forget, a, x) + sigma * eps
+        pred = net(m_t, t).sample
+        with torch.no_grad():  # in float64: d_x and d_a are large and nearly cancel for small t
+            two_var = 2 * sigma.flatten().double() ** 2
+            d_x = (m_t - gamma * x).double().pow(2).flatten(1).sum(1) / two_var
+            d_a = (m_t - gamma * a).double().pow(2).flatten(1).sum(1) / two_var
+            log_w_x, log_w_a = self.log_weights(d_x, d_a)
+            # lam in (0, 1) bounds w_x <= 1/(1-lam), w_a <= 1/lam; at lam = 0 or 1 one weight is a
+            # plain density ratio, capped at float32's range so it can never become inf.
+            w_x, w_a = (w.clamp(max=MAX_LOG_WEIGHT).exp().to(pred.dtype) for w in (log_w_x, log_w_a))
+        self.stats = {"w_x_min": w_x.min().item(), "w_x_max": w_x.max().item(),
+                      "w_a_min": w_a.min().item(), "w_a_max": w_a.max().item(),
+                      "forget_share": from_forget.float().mean().item()}
+        return {"retain": (w_x * sq_error(pred, (m_t - gamma * x) / sigma)).mean(),
+                "forget": (w_a * sq_error(pred, (m_t - gamma * a) / sigma)).mean()}
+
+    def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        g, factor = rescaled_difference(grads["retain"], grads["forget"], self.scaling_norm)
+        return g, {"scaling_factor": factor}
+
+
+class SISSNoIS(SISS):
+    """SISS without importance sampling (methods.md 5): two forward passes, on x_t and on a_t,
+
+        L_x = L(eps_theta(x_t, t), eps),   L_a = L(eps_theta(a_t, t), eps)   (shared t, eps)
+        g   = grad L_x - (scaling_norm / ||grad L_a||) grad L_a.
+    """
+
+    hyperparameters = {"scaling_norm": {"type": "number", "exclusiveMinimum": 0}}
+
+    def __init__(self, scheduler: DDPMScheduler, scaling_norm: float):
+        super().__init__(scheduler, lam=0.5, scaling_norm=scaling_norm)
+
+    def __call__(self, net, batch) -> dict[str, torch.Tensor]:
+        x, a = batch.retain, batch.forget
+        t, eps = random_timesteps(self.scheduler, x), gaussian_like(x)
+        self.stats = {}
+        return {"retain": denoising_error(net, self.scheduler, x, t, eps).mean(),
+                "forget": denoising_error(net, self.scheduler, a, t, eps).mean()}
 
 
 class ReTrack:
@@ -70,16 +248,17 @@ class ReTrack:
     """
 
     needs = ("retain", "forget")
+    hyperparameters = {"lam": {"type": "number", "minimum": 0, "maximum": 1}}
 
     def __init__(self, scheduler: DDPMScheduler, lam: float):
         self.scheduler = scheduler
         self.lam = lam
         self.retain_loss = DDPMLoss(scheduler)
+        self.stats: dict = {}
 
     def unlearn_loss(self, net, a: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         """L_unlearn for forget images a (B, C, H, W) and their neighbours (B, K, C, H, W)."""
-        t = random_timesteps(self.scheduler, len(a), a.device)
-        eps = torch.randn_like(a)
+        t, eps = random_timesteps(self.scheduler, a), gaussian_like(a)
         gamma, sigma = noise_levels(self.scheduler, t)
         a_t = gamma * a + sigma * eps
         with torch.no_grad():
@@ -91,16 +270,22 @@ class ReTrack:
 
     def __call__(self, net, batch) -> torch.Tensor:
         unlearn = self.unlearn_loss(net, batch.forget, batch.neighbours)
-        return self.lam * unlearn + (1 - self.lam) * self.retain_loss(net, batch)
+        retain = self.retain_loss(net, batch)
+        self.stats = {"unlearn_loss": unlearn.item(), "retain_loss": retain.item()}
+        return self.lam * unlearn + (1 - self.lam) * retain
 
 
 REGISTRY = {
     "naive": NaiveDeletion,
+    "neggrad": NegGrad,
+    "erasediff": EraseDiff,
+    "siss": SISS,
+    "siss_no_is": SISSNoIS,
     "retrack": ReTrack,
 }
+LOOP_KEYS = ("steps", "batch_size", "lr", "accumulate", "checkpoint_every")
 
 
 def make_method(name: str, cfg: dict, scheduler: DDPMScheduler):
     """The method ``name`` with its hyperparameters from ``params['methods'][name]``."""
-    hyper = {k: v for k, v in cfg.items() if k not in TRAINING_KEYS}
-    return REGISTRY[name](scheduler, **hyper)
+    return REGISTRY[name](scheduler, **{k: v for k, v in cfg.items() if k not in LOOP_KEYS})

@@ -1,9 +1,10 @@
-"""Stage 2, pretrain: the model that has seen the forget images.
+"""Stage 2, pretrain (and the gold standard, retrain): train a DDPM from scratch.
 
-Either trains a UNet2DModel with the DDPM loss on the whole training set X (forget images
-included) and keeps the EMA weights, or loads a pretrained DDPMPipeline from a Hub id or a local
-path (``model.source: pretrained``). Both end as the same on-disk format: a
-``DDPMPipeline.save_pretrained`` directory (:mod:`pipeline.models`).
+``pretrain`` trains a UNet2DModel with the DDPM loss on the whole training set X, forget images
+included, and keeps the EMA weights; or, with ``model.source: pretrained``, loads a pretrained
+DDPMPipeline from a Hub id or a local path instead. Given ``--forget``, the same recipe runs on
+the retain set R = X \\ A only: retraining from scratch, the reference every unlearning method is
+compared against (methods.md 7). All end as a ``DDPMPipeline.save_pretrained`` directory.
 """
 
 from __future__ import annotations
@@ -16,32 +17,33 @@ import torch
 from pipeline.artifacts import setup_logging
 from pipeline.config import cli, load_params, stage_args
 from pipeline.data import load_training_set
+from pipeline.forget import load_forget_set, retain_rows
 from pipeline.methods import DDPMLoss
 from pipeline.models import build_scheduler, build_unet, check_matches_data, device, load_model, save_model
 from pipeline.training import BatchSource, train
 
 
-def pretrain(params: dict, images: np.ndarray, log) -> tuple[torch.nn.Module, object, str]:
-    """Train a fresh UNet on every row of ``images`` with the pretraining recipe."""
+def pretrain(params: dict, images: np.ndarray, rows: np.ndarray, log) -> tuple[torch.nn.Module, object, str]:
+    """Train a fresh UNet on ``rows`` of ``images`` with the pretraining recipe."""
     cfg = params["pretrain"]
     torch.manual_seed(cfg["seed"])
     unet = build_unet(params).to(device())
     scheduler = build_scheduler(params)
-    log.info("UNet2DModel with %.2f M parameters", sum(p.numel() for p in unet.parameters()) / 1e6)
-    source = BatchSource(images, retain_rows=np.arange(len(images)))
-    unet, history = train(unet, DDPMLoss(scheduler), source, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                          lr=cfg["lr"], seed=cfg["seed"], warmup_steps=cfg["warmup_steps"],
-                          ema_decay=cfg["ema_decay"], desc="pretrain", log=log)
+    n_params = sum(p.numel() for p in unet.parameters())
+    log.info("UNet2DModel with %.2f M parameters, trained on %d images", n_params / 1e6, len(rows))
+    unet, history = train(unet, DDPMLoss(scheduler), BatchSource(images, retain_rows=rows), steps=cfg["steps"],
+                          batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"],
+                          warmup_steps=cfg["warmup_steps"], ema_decay=cfg["ema_decay"], desc="pretrain", log=log)
     return unet, scheduler, history
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "data", "out")
+    args = stage_args(argv, __doc__, "data", "out", optional=("forget",))
     params = load_params(args.params)
     log = setup_logging(args.log)
     start = time.time()
-    if params["model"]["source"] == "pretrained":
+    if params["model"]["source"] == "pretrained" and not args.forget:
         source = params["model"]["pretrained"]
         unet, scheduler = load_model(source)
         check_matches_data(unet, params, source)
@@ -49,9 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         log.info("copied pretrained model %s to %s", source, args.out)
         return
     images = load_training_set(args.data)["images"]
-    unet, scheduler, history = pretrain(params, images, log)
+    rows = retain_rows(len(images), load_forget_set(args.forget)["rows"]) if args.forget else np.arange(len(images))
+    unet, scheduler, history = pretrain(params, images, rows, log)
     save_model(args.out, unet.cpu(), scheduler, {"train_log.csv": history})
-    log.info("pretrained in %.1f s, saved to %s", time.time() - start, args.out)
+    log.info("trained in %.1f s, saved to %s", time.time() - start, args.out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ COLUMNS = ["model", "method", "seed", "forget_reproduction_pct", "forget_reprodu
 
 def row(metrics: dict) -> dict:
     name = metrics["model"]
-    method, _, seed = name.rpartition("-s") if name != "pretrained" else ("pretrained", "", "")
+    method, _, seed = name.rpartition("-s") if name not in ("pretrained", "retrained") else (name, "", "")
     rep = metrics["forget_reproduction"]
     return {"model": name, "method": method, "seed": seed,
             "forget_reproduction_pct": round(100 * rep["rate"], 2), "forget_reproduced": rep["count"],
@@ -64,6 +64,8 @@ def to_markdown(rows: list[dict], threshold: str) -> str:
                              [[m, mean_std([r["forget_reproduction_pct"] for r in rows if r["method"] == m]),
                                mean_std([r["quality_pca_fd"] for r in rows if r["method"] == m])] for m in methods])
     return (f"# Unlearning report\n\n## Every model\n\n{per_model}\n## Per method, mean ± std over seeds\n\n{summary}\n"
+            "pretrained: the model before unlearning. retrained: the same recipe trained from scratch on the "
+            "retain set only, the reference that unlearning should approach.\n"
             f"Forget reproduction: share of samples within the threshold of a forget image ({threshold}).\n"
             "Quality: Frechet distance to retain images in PCA space (lower is better), forget reproductions "
             "excluded.\n")

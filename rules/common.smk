@@ -17,7 +17,7 @@ RUNS = [m for m in MODELS if m != "pretrained"]
 wildcard_constraints:
     method="[a-z_]+",
     seed=r"\d+",
-    model="pretrained|[a-z_]+-s\d+",
+    model=r"pretrained|retrained|[a-z_]+-s\d+",
 
 
 def tracked(*keys):

@@ -4,8 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.methods import REGISTRY, DDPMLoss, NaiveDeletion, ReTrack, make_method
-from pipeline.training import Batch
+from pipeline import methods
+from pipeline.methods import (
+    REGISTRY,
+    SISS,
+    DDPMLoss,
+    EraseDiff,
+    NaiveDeletion,
+    NegGrad,
+    ReTrack,
+    SISSNoIS,
+    make_method,
+    rescaled_difference,
+)
+from pipeline.training import Batch, BatchSource, step_direction, train
 
 
 class LinearNet(torch.nn.Module):
@@ -139,3 +151,242 @@ def test_registry_builds_every_method_from_params(params, scheduler):
         method = make_method(name, params["methods"][name], scheduler)
         assert isinstance(method, REGISTRY[name])
     assert make_method("retrack", params["methods"]["retrack"], scheduler).lam == params["methods"]["retrack"]["lam"]
+
+
+# --- the methods with two gradients, NegGrad, and the loop's accumulation ---------------------------
+
+
+@pytest.fixture
+def per_example_randomness(monkeypatch):
+    """Replace the methods' random draws by fixed functions of each example, so that a batch
+    split into micro-batches sees exactly the draws of the whole batch."""
+    monkeypatch.setattr(methods, "random_timesteps",
+                        lambda scheduler, like: (like.flatten(1).sum(1).abs() * 997).long() % 1000)
+    monkeypatch.setattr(methods, "gaussian_like", lambda x: torch.sin(37 * x + 1))
+    monkeypatch.setattr(methods, "uniform_like", lambda x: (torch.sin(11 * x) + 1) / 2)
+    monkeypatch.setattr(methods, "coin_flips", lambda like, p: (like.flatten(1).sum(1) * 31).frac() < p)
+
+
+def test_neggrad_is_negative_scaled_forget_loss(scheduler):
+    a = torch.rand(3, 1, 4, 4)
+    torch.manual_seed(8)
+    loss = NegGrad(scheduler, superfactor=0.01)(LinearNet(), Batch(forget=a))
+    torch.manual_seed(8)
+    forget = DDPMLoss(scheduler)(LinearNet(), Batch(retain=a))
+    assert loss.item() == pytest.approx(-0.01 * forget.item(), rel=1e-6)
+
+
+def test_neggrad_ascends_the_forget_loss(params, scheduler, unet):
+    images = (np.random.default_rng(0).random((10, 1, 8, 8)) * 255).astype(np.uint8)
+    source = BatchSource(images, np.arange(5), np.arange(5, 10), np.zeros(5, dtype=np.int64), np.zeros((1, 2), int))
+    forget = source.images[5:]
+
+    def forget_loss(net):
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return DDPMLoss(scheduler)(net, Batch(retain=forget)).item()
+
+    before = forget_loss(unet)
+    after_net, _ = train(unet, NegGrad(scheduler, 1.0), source, steps=3, batch_size=5, lr=1e-3, seed=0)
+    assert forget_loss(after_net) > before
+
+
+def test_erasediff_terms_match_formula(scheduler, per_example_randomness):
+    x, a = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    terms = EraseDiff(scheduler, eta=1e-3)(LinearNet(), Batch(retain=x, forget=a))
+    t = methods.random_timesteps(scheduler, x)  # shared t and eps, drawn for the retain batch
+    eps = methods.gaussian_like(x)
+    ab = torch.tensor(alpha_bar(t.numpy()), dtype=torch.float32).view(-1, 1, 1, 1)
+
+    def err(z, target):
+        z_t = ab.sqrt() * z + (1 - ab).sqrt() * eps
+        pred = 0.7 * z_t - 0.3 * (t.float() / 1000).view(-1, 1, 1, 1)
+        return ((pred - target) ** 2).flatten(1).sum(1).mean().item()
+
+    assert terms["retain"].item() == pytest.approx(err(x, eps), rel=1e-5)
+    assert terms["forget"].item() == pytest.approx(err(a, methods.uniform_like(a)), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_erasediff_update_keeps_forget_progress(scheduler, seed):
+    eta = 1e-3
+    gen = torch.Generator().manual_seed(seed)
+    g_a = torch.randn(50, generator=gen, dtype=torch.float64)  # float64: <g, g_a> is a small difference
+    g_x = -3 * g_a + 0.1 * torch.randn(50, generator=gen, dtype=torch.float64)  # raw gradients oppose
+    g, stats = EraseDiff(scheduler, eta).combine({"retain": g_x, "forget": g_a})
+    assert (g @ g_a).item() >= eta * g_a.pow(2).sum().item() * (1 - 1e-5)
+    expected = eta - (g_x @ g_a) / g_a.pow(2).sum()
+    assert stats["coefficient"] == pytest.approx(expected.item(), rel=1e-5)
+    aligned, stats = EraseDiff(scheduler, eta).combine({"retain": g_a, "forget": g_a})
+    assert torch.equal(aligned, g_a) and stats["coefficient"] == 0  # already >= eta: unchanged
+    zero, _ = EraseDiff(scheduler, eta).combine({"retain": g_x, "forget": torch.zeros(50, dtype=torch.float64)})
+    assert torch.equal(zero, g_x)
+
+
+def test_siss_rescales_forget_gradient_to_scaling_norm():
+    g_x, g_a = torch.randn(40), torch.randn(40) * 123.0
+    g, factor = rescaled_difference(g_x, g_a, scaling_norm=5.0)
+    assert (g_x - g).norm().item() == pytest.approx(5.0, rel=1e-5)
+    assert torch.allclose((g_x - g) / (g_x - g).norm(), g_a / g_a.norm(), atol=1e-6)  # same direction
+    assert factor == pytest.approx(5.0 / g_a.norm().item(), rel=1e-5)
+    g, factor = rescaled_difference(g_x, torch.zeros(40), scaling_norm=5.0)
+    assert torch.equal(g, g_x) and factor == 0.0
+
+
+def test_siss_weights_match_formula(scheduler):
+    d_x = torch.tensor([0.0, 1.0, 3.0, 10.0], dtype=torch.float64)
+    d_a = torch.tensor([2.0, 1.0, 0.5, 9.0], dtype=torch.float64)
+    for lam in (0.0, 0.3, 0.5, 1.0):
+        log_w_x, log_w_a = SISS(scheduler, lam, 5.0).log_weights(d_x, d_a)
+        w_x = 1 / ((1 - lam) + lam * np.exp((d_x - d_a).numpy()))
+        w_a = 1 / ((1 - lam) * np.exp((d_a - d_x).numpy()) + lam)
+        np.testing.assert_allclose(log_w_x.exp().numpy(), w_x, rtol=1e-12)
+        np.testing.assert_allclose(log_w_a.exp().numpy(), w_a, rtol=1e-12)
+
+
+def test_siss_terms_match_formula(scheduler, per_example_randomness):
+    x, a = torch.rand(4, 1, 4, 4), torch.rand(4, 1, 4, 4)
+    lam = 0.5
+    terms = SISS(scheduler, lam, 5.0)(LinearNet(), Batch(retain=x, forget=a))
+    t, eps = methods.random_timesteps(scheduler, x), methods.gaussian_like(x)
+    choose_a = methods.coin_flips(x, lam)
+    assert 0 < choose_a.sum() < 4  # the check below covers both kinds of mixture sample
+    expected_x, expected_a = [], []
+    for i in range(4):
+        ab = alpha_bar(int(t[i]))
+        gamma, sigma = np.sqrt(ab), np.sqrt(1 - ab)
+        xi, ai, ei = x[i].double().numpy(), a[i].double().numpy(), eps[i].double().numpy()
+        m = gamma * (ai if choose_a[i] else xi) + sigma * ei
+        pred = 0.7 * m - 0.3 * int(t[i]) / 1000
+        d_x = ((m - gamma * xi) ** 2).sum() / (2 * sigma**2)
+        d_a = ((m - gamma * ai) ** 2).sum() / (2 * sigma**2)
+        w_x = 1 / ((1 - lam) + lam * np.exp(d_x - d_a))
+        w_a = 1 / ((1 - lam) * np.exp(d_a - d_x) + lam)
+        expected_x.append(w_x * ((pred - (m - gamma * xi) / sigma) ** 2).sum())
+        expected_a.append(w_a * ((pred - (m - gamma * ai) / sigma) ** 2).sum())
+    assert terms["retain"].item() == pytest.approx(np.mean(expected_x), rel=1e-4)
+    assert terms["forget"].item() == pytest.approx(np.mean(expected_a), rel=1e-4)
+
+
+class CountingNet(LinearNet):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        return super().forward(x, t)
+
+
+def test_siss_one_forward_pass_siss_no_is_two(scheduler):
+    batch = Batch(retain=torch.rand(3, 1, 4, 4), forget=torch.rand(3, 1, 4, 4))
+    net = CountingNet()
+    step_direction(net, SISS(scheduler, 0.5, 5.0), [batch])
+    assert net.calls == 1
+    net = CountingNet()
+    step_direction(net, SISSNoIS(scheduler, 5.0), [batch])
+    assert net.calls == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 256, 256)])
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("t", [0, 999])
+def test_siss_stays_finite_at_the_extremes(scheduler, monkeypatch, shape, lam, t):
+    monkeypatch.setattr(methods, "random_timesteps", lambda s, like: torch.full((len(like),), t))
+    torch.manual_seed(0)
+    batch = Batch(retain=torch.rand(2, *shape) * 2 - 1, forget=torch.rand(2, *shape) * 2 - 1)
+    siss = SISS(scheduler, lam, 5.0)
+    terms = siss(LinearNet(), batch)
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert all(np.isfinite(v) for v in siss.stats.values())
+    direction, record = step_direction(LinearNet(), siss, [batch])
+    assert torch.isfinite(direction).all() and all(np.isfinite(v) for v in record.values())
+
+
+HYPERPARAMETERS = {"naive": {}, "neggrad": {"superfactor": 0.5}, "erasediff": {"eta": 1e-3},
+                   "siss": {"lam": 0.5, "scaling_norm": 5.0}, "siss_no_is": {"scaling_norm": 5.0},
+                   "retrack": {"lam": 0.3}}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_accumulating_micro_batches_equals_one_larger_batch(scheduler, per_example_randomness, name):
+    torch.manual_seed(0)
+    x, a, nb = torch.rand(6, 1, 4, 4), torch.rand(6, 1, 4, 4), torch.rand(6, 3, 1, 4, 4)
+    whole = [Batch(retain=x, forget=a, neighbours=nb)]
+    split = [Batch(retain=x[i:i + 2], forget=a[i:i + 2], neighbours=nb[i:i + 2]) for i in (0, 2, 4)]
+    one, _ = step_direction(LinearNet(), make_method(name, HYPERPARAMETERS[name], scheduler), whole)
+    three, _ = step_direction(LinearNet(), make_method(name, HYPERPARAMETERS[name], scheduler), split)
+    assert torch.allclose(one, three, rtol=1e-5, atol=1e-6)
+
+
+def reference_terms(name, net, x, a, nb, hp, scheduler):
+    """Each method's loss terms written directly from docs/methods.md, as functions of the net's
+    parameters (so autograd gives the reference gradients)."""
+
+    def levels(t):
+        ab = torch.tensor(alpha_bar(t.numpy()), dtype=torch.float32).view(-1, 1, 1, 1)
+        return ab.sqrt(), (1 - ab).sqrt()
+
+    def eps_theta(z, t):
+        return net.w * z + net.b * (t.float() / 1000).view(-1, 1, 1, 1)
+
+    def sq(p, q):
+        return ((p - q) ** 2).flatten(1).sum(1)
+
+    def ddpm(z):
+        t, eps = methods.random_timesteps(scheduler, z), methods.gaussian_like(z)
+        g, s = levels(t)
+        return sq(eps_theta(g * z + s * eps, t), eps).mean()
+
+    t, eps = methods.random_timesteps(scheduler, x), methods.gaussian_like(x)  # shared by the pair
+    g, s = levels(t)
+    if name == "naive":
+        return {"loss": ddpm(x)}
+    if name == "neggrad":
+        return {"loss": -hp["superfactor"] * ddpm(a)}
+    if name == "erasediff":
+        return {"retain": sq(eps_theta(g * x + s * eps, t), eps).mean(),
+                "forget": sq(eps_theta(g * a + s * eps, t), methods.uniform_like(a)).mean()}
+    if name == "siss_no_is":
+        return {"retain": sq(eps_theta(g * x + s * eps, t), eps).mean(),
+                "forget": sq(eps_theta(g * a + s * eps, t), eps).mean()}
+    if name == "siss":
+        lam = hp["lam"]
+        m = g * torch.where(methods.coin_flips(x, lam).view(-1, 1, 1, 1), a, x) + s * eps
+        d_x, d_a = (sq(m, g * x) / (2 * s.flatten() ** 2)).detach(), (sq(m, g * a) / (2 * s.flatten() ** 2)).detach()
+        w_x = 1 / ((1 - lam) + lam * torch.exp(d_x - d_a))
+        w_a = 1 / ((1 - lam) * torch.exp(d_a - d_x) + lam)
+        pred = eps_theta(m, t)
+        return {"retain": (w_x * sq(pred, (m - g * x) / s)).mean(), "forget": (w_a * sq(pred, (m - g * a) / s)).mean()}
+    ta, ea = methods.random_timesteps(scheduler, a), methods.gaussian_like(a)  # retrack: own t, eps
+    ga, sa = levels(ta)
+    a_t = ga * a + sa * ea
+    v = [((a_t - ga * nb[:, j]) / sa).detach() for j in range(nb.shape[1])]
+    w = torch.softmax(torch.stack([-(vj ** 2).flatten(1).sum(1) / 2 for vj in v], 1), 1)
+    unlearn = sum(w[:, j] * sq(eps_theta(a_t, ta), v[j]) for j in range(len(v))).mean()
+    return {"loss": hp["lam"] * unlearn + (1 - hp["lam"]) * ddpm(x)}
+
+
+def reference_direction(name, terms, net, hp):
+    params = [net.w, net.b]
+    grads = {k: torch.stack(torch.autograd.grad(v, params, retain_graph=True)) for k, v in terms.items()}
+    if "loss" in grads:
+        return grads["loss"]
+    g_x, g_a = grads["retain"], grads["forget"]
+    if name == "erasediff":
+        return g_x + max(hp["eta"] - (g_x @ g_a).item() / (g_a @ g_a).item(), 0.0) * g_a
+    return g_x - hp["scaling_norm"] / g_a.norm() * g_a
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_loss_and_direction_match_the_definitions(scheduler, per_example_randomness, name):
+    torch.manual_seed(1)
+    x, a, nb = torch.rand(4, 1, 3, 3) * 2 - 1, torch.rand(4, 1, 3, 3) * 2 - 1, torch.rand(4, 3, 1, 3, 3) * 2 - 1
+    batch = Batch(retain=x, forget=a, neighbours=nb)
+    hp = HYPERPARAMETERS[name]
+    direction, record = step_direction(LinearNet(), make_method(name, hp, scheduler), [batch])
+    net = LinearNet()
+    terms = reference_terms(name, net, x, a, nb, hp, scheduler)
+    for term, value in terms.items():
+        assert record[term] == pytest.approx(value.item(), rel=1e-4), term
+    torch.testing.assert_close(direction, reference_direction(name, terms, net, hp), rtol=1e-4, atol=1e-6)

@@ -18,6 +18,7 @@ def test_row_names_method_and_seed():
     assert row(metrics("retrack-s12", 0.004, 1000, 0.25))["method"] == "retrack"
     assert row(metrics("retrack-s12", 0.004, 1000, 0.25))["seed"] == "12"
     assert row(metrics("siss_no_is-s0", 0.0, 10, 1.0))["method"] == "siss_no_is"
+    assert row(metrics("retrained", 0.0, 10, 1.0))["method"] == "retrained"
     r = row(metrics("pretrained", 0.042, 1000, 0.2951))
     assert (r["method"], r["seed"], r["forget_reproduction_pct"], r["quality_pca_fd"]) == ("pretrained", "", 4.2, 0.295)
 
