@@ -6,6 +6,13 @@ configfile: "params.yaml"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    method="[a-z_]+",
+    seed=r"\d+",
+    model=r"pretrained|retrained|[a-z_]+-s\d+",
+
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/unlearn.smk"

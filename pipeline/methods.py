@@ -60,7 +60,7 @@ def denoising_error(net, scheduler: DDPMScheduler, x: torch.Tensor, t: torch.Ten
 
 def rescaled_difference(g_x: torch.Tensor, g_a: torch.Tensor, scaling_norm: float) -> tuple[torch.Tensor, float]:
     """g = g_x - (scaling_norm / ||g_a||) g_a: the forget gradient rescaled to norm exactly
-    ``scaling_norm`` (SISS, Alberti et al. 2025, Sec. 4). A zero g_a contributes nothing.
+    ``scaling_norm`` (SISS, Alberti et al. 2025). A zero g_a contributes nothing.
     Returns g and the factor scaling_norm / ||g_a||."""
     norm = g_a.norm()
     if norm == 0:

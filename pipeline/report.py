@@ -74,7 +74,7 @@ def to_markdown(rows: list[dict], threshold: str) -> str:
 def samples_figure(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
     cols = min(4, len(panels))
     rows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, (title, samples) in zip(axes.flat, panels):
@@ -83,7 +83,6 @@ def samples_figure(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
                   interpolation="nearest")
         ax.set_title(title, fontsize=9)
     fig.suptitle("First 64 samples of each model (same initial noise)", fontsize=11)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

@@ -1,10 +1,12 @@
 """The one training loop: pretraining, retraining and every unlearning method run through it.
 
-A step draws the batches the objective ``needs``, computes its scalar loss, back-propagates,
-clips the gradient to global norm ``clip`` (1.0, methods.md) and takes an AdamW step, with an
-optional linear learning-rate warm-up and an optional EMA of the weights (kept for pretraining,
-as in DDPM). All randomness comes from torch's global generator, seeded once, so the same
-params and seed give the same weights on CPU.
+A step draws the batches the objective ``needs`` (``accumulate`` micro-batches of them), takes
+the gradient of its loss, or of each of its loss terms with one backward pass each through the
+same forward graph and then the method's ``combine`` (SISS, EraseDiff), clips the resulting
+direction to global norm ``clip`` (1.0, methods.md) and takes an AdamW step, with an optional
+linear learning-rate warm-up and an optional EMA of the weights (kept for pretraining, as in
+DDPM). All randomness comes from torch's global generator, seeded once, so the same params and
+seed give the same weights on CPU.
 """
 
 from __future__ import annotations
@@ -49,9 +51,6 @@ class BatchSource:
         self.forget_group = None if forget_group is None else torch.from_numpy(forget_group)
         self.neighbours = None if neighbours is None else torch.from_numpy(neighbours)
 
-    def _pick(self, rows: torch.Tensor, n: int) -> torch.Tensor:
-        return rows[torch.randint(0, len(rows), (n,))]
-
     def draw(self, needs: tuple[str, ...], batch_size: int, device) -> Batch:
         batch = Batch()
         if "forget" in needs:
@@ -59,7 +58,8 @@ class BatchSource:
             batch.forget = self.images[self.forget_rows[pick]].to(device)
             batch.neighbours = self.images[self.neighbours[self.forget_group[pick]]].to(device)
         if "retain" in needs:
-            batch.retain = self.images[self._pick(self.retain_rows, batch_size)].to(device)
+            pick = torch.randint(0, len(self.retain_rows), (batch_size,))
+            batch.retain = self.images[self.retain_rows[pick]].to(device)
         return batch
 
 

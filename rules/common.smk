@@ -1,27 +1,24 @@
-# Shared by every rule file: params validation, the experiment's names, helpers.
+# Shared by every file of rules: params validation, the experiment's names, helpers.
 import sys
 
-from pipeline.config import UserError, model_names, run_name, validate
+import yaml
 
-PARAMS = "params.yaml"
+from pipeline.config import UserError, model_names, validate
 
 try:
-    validate(config, PARAMS)
+    validate(config, "params.yaml")
 except UserError as exc:
     sys.exit(f"error: {exc}")
+# Every stage reads params.yaml itself (so that DVC runs the same commands): a --config or
+# --configfile on the command line would silently disagree with what the stages read.
+if config != yaml.safe_load(open("params.yaml")):
+    sys.exit("error: the stages read params.yaml; edit it instead of passing --config/--configfile")
 
 MODELS = model_names(config)
-RUNS = [m for m in MODELS if m != "pretrained"]
-
-
-wildcard_constraints:
-    method="[a-z_]+",
-    seed=r"\d+",
-    model=r"pretrained|retrained|[a-z_]+-s\d+",
 
 
 def tracked(*keys):
-    """The params.yaml sections a rule depends on, as its `params:` (Snakemake reruns a job
+    """The params.yaml sections that a job depends on, given as its `params` (Snakemake reruns a job
     whose values changed; pipeline/workflow.py turns the keys into DVC `params:`)."""
 
     def lookup(key):
@@ -35,3 +32,11 @@ def tracked(*keys):
 
 def report_outputs():
     return expand("report/{name}", name=["table.csv", "table.md", "samples.png"])
+
+
+def data_inputs(wildcards):
+    """The base images (MNIST, or the image folder) and the forget images given as files."""
+    source = config["data"]["source"]
+    base = rules.fetch_mnist.output[0] if source["kind"] == "mnist" else source["path"]
+    files = [item["image"] for item in config["data"]["inject"] if item["image"] != "tshirt"]
+    return {"base": base, "forget_images": files}

@@ -12,14 +12,6 @@ rule fetch_mnist:
         "python -m pipeline.data fetch --out {output} --log {log}"
 
 
-def data_inputs(wildcards):
-    """The base images (MNIST, or the image folder) and the forget images given as files."""
-    source = config["data"]["source"]
-    base = rules.fetch_mnist.output[0] if source["kind"] == "mnist" else source["path"]
-    files = [item["image"] for item in config["data"]["inject"] if item["image"] != "tshirt"]
-    return {"base": base, "forget_images": files}
-
-
 rule data:
     input:
         unpack(data_inputs),
@@ -32,7 +24,7 @@ rule data:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.data build --params " + PARAMS + " --base {input.base} --out {output} --log {log}"
+        "python -m pipeline.data build --params params.yaml --base {input.base} --out {output} --log {log}"
 
 
 rule select_forget:
@@ -48,7 +40,7 @@ rule select_forget:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.forget --params " + PARAMS + " --data {input.data} --out {output.npz} "
+        "python -m pipeline.forget --params params.yaml --data {input.data} --out {output.npz} "
         "--png {output.png} --log {log}"
 
 
@@ -67,5 +59,5 @@ rule knn:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.knn --params " + PARAMS + " --data {input.data} --forget {input.forget} "
+        "python -m pipeline.knn --params params.yaml --data {input.data} --forget {input.forget} "
         "--index {output.index} --out {output.npz} --png {output.png} --log {log}"

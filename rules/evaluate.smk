@@ -15,7 +15,7 @@ rule sample:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.sampling --params " + PARAMS + " --model {input.model} --out {output.npz} "
+        "python -m pipeline.sampling --params params.yaml --model {input.model} --out {output.npz} "
         "--png {output.png} --log {log}"
 
 
@@ -34,7 +34,7 @@ rule metrics:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.metrics --params " + PARAMS + " --samples {input.samples} --data {input.data} "
+        "python -m pipeline.metrics --params params.yaml --samples {input.samples} --data {input.data} "
         "--forget {input.forget} --knn {input.knn} --model-name {wildcards.model} --out {output} --log {log}"
 
 

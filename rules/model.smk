@@ -15,7 +15,7 @@ rule pretrain:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.pretrain --params " + PARAMS + " --data {input.data} --out {output} --log {log}"
+        "python -m pipeline.pretrain --params params.yaml --data {input.data} --out {output} --log {log}"
 
 
 rule retrain:
@@ -32,5 +32,5 @@ rule retrain:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.pretrain --params " + PARAMS + " --data {input.data} --forget {input.forget} "
+        "python -m pipeline.pretrain --params params.yaml --data {input.data} --forget {input.forget} "
         "--out {output} --log {log}"

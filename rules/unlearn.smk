@@ -17,6 +17,6 @@ rule unlearn:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.unlearn --params " + PARAMS + " --method {wildcards.method} --seed {wildcards.seed} "
+        "python -m pipeline.unlearn --params params.yaml --method {wildcards.method} --seed {wildcards.seed} "
         "--data {input.data} --forget {input.forget} --knn {input.knn} --model {input.model} "
         "--out {output} --log {log}"

@@ -70,6 +70,11 @@ def test_dvc_yaml_is_current():
     run(ROOT, sys.executable, "-m", "pipeline.workflow", "--check")
 
 
+def test_snakemake_lint_is_clean():
+    result = run(ROOT, sys.executable, "-m", "snakemake", "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
 def test_snakemake_runs_the_whole_experiment(snakemake_run):
     w = snakemake_run
     params = yaml.safe_load((w / "params.yaml").read_text())
