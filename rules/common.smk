@@ -1,5 +1,6 @@
 # Shared by every file of rules: params validation, the experiment's names, helpers.
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -11,7 +12,7 @@ except UserError as exc:
     sys.exit(f"error: {exc}")
 # Every stage reads params.yaml itself (so that DVC runs the same commands): a --config or
 # --configfile on the command line would silently disagree with what the stages read.
-if config != yaml.safe_load(open("params.yaml")):
+if config != yaml.safe_load(Path("params.yaml").read_text()):
     sys.exit("error: the stages read params.yaml; edit it instead of passing --config/--configfile")
 
 MODELS = model_names(config)
