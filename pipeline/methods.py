@@ -151,7 +151,24 @@ class EraseDiff:
 MAX_LOG_WEIGHT = 80.0  # exp(80) = 5.5e34 < float32 max 3.4e38
 
 
-class SISS:
+class RescaledForgetGradient:
+    """The update of both SISS forms: g = g_x - (scaling_norm / ||g_a||) g_a, from the gradients
+    of a "retain" and a "forget" term (:func:`rescaled_difference`)."""
+
+    needs = ("retain", "forget")
+    hyperparameters = {"scaling_norm": {"type": "number", "exclusiveMinimum": 0}}
+
+    def __init__(self, scheduler: DDPMScheduler, scaling_norm: float):
+        self.scheduler = scheduler
+        self.scaling_norm = scaling_norm
+        self.stats: dict = {}
+
+    def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        g, factor = rescaled_difference(grads["retain"], grads["forget"], self.scaling_norm)
+        return g, {"scaling_factor": factor}
+
+
+class SISS(RescaledForgetGradient):
     """SISS (Alberti et al. 2025, arXiv 2503.01034; methods.md 4): one forward pass per example
     on a sample m_t of the defensive mixture q = (1 - lam) q(x_t | x) + lam q(a_t | a).
 
@@ -167,15 +184,12 @@ class SISS:
     small t and large images, giving inf / inf = NaN. ``stats`` reports the weights' ranges.
     """
 
-    needs = ("retain", "forget")
     hyperparameters = {"lam": {"type": "number", "minimum": 0, "maximum": 1},
-                       "scaling_norm": {"type": "number", "exclusiveMinimum": 0}}
+                       **RescaledForgetGradient.hyperparameters}
 
     def __init__(self, scheduler: DDPMScheduler, lam: float, scaling_norm: float):
-        self.scheduler = scheduler
+        super().__init__(scheduler, scaling_norm)
         self.lam = lam
-        self.scaling_norm = scaling_norm
-        self.stats: dict = {}
 
     def log_weights(self, d_x: torch.Tensor, d_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log w_x, log w_a) per example, from d_x and d_a, stable for any lam in [0, 1]."""
@@ -206,27 +220,17 @@ class SISS:
         return {"retain": (w_x * sq_error(pred, (m_t - gamma * x) / sigma)).mean(),
                 "forget": (w_a * sq_error(pred, (m_t - gamma * a) / sigma)).mean()}
 
-    def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        g, factor = rescaled_difference(grads["retain"], grads["forget"], self.scaling_norm)
-        return g, {"scaling_factor": factor}
 
-
-class SISSNoIS(SISS):
+class SISSNoIS(RescaledForgetGradient):
     """SISS without importance sampling (methods.md 5): two forward passes, on x_t and on a_t,
 
         L_x = L(eps_theta(x_t, t), eps),   L_a = L(eps_theta(a_t, t), eps)   (shared t, eps)
         g   = grad L_x - (scaling_norm / ||grad L_a||) grad L_a.
     """
 
-    hyperparameters = {"scaling_norm": {"type": "number", "exclusiveMinimum": 0}}
-
-    def __init__(self, scheduler: DDPMScheduler, scaling_norm: float):
-        super().__init__(scheduler, lam=0.5, scaling_norm=scaling_norm)
-
     def __call__(self, net, batch) -> dict[str, torch.Tensor]:
         x, a = batch.retain, batch.forget
         t, eps = random_timesteps(self.scheduler, x), gaussian_like(x)
-        self.stats = {}
         return {"retain": denoising_error(net, self.scheduler, x, t, eps).mean(),
                 "forget": denoising_error(net, self.scheduler, a, t, eps).mean()}
 

@@ -43,14 +43,20 @@ def build_scheduler(params: dict) -> DDPMScheduler:
                          beta_schedule="linear", prediction_type="epsilon")
 
 
+def write_model(directory: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler,
+                extra_files: dict[str, str] | None = None) -> None:
+    """``DDPMPipeline.save_pretrained`` into ``directory``, with optional text files beside the
+    weights (the training log ``train_log.csv``). Not atomic by itself: see :func:`save_model`."""
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(directory)
+    for name, text in (extra_files or {}).items():
+        (Path(directory) / name).write_text(text)
+
+
 def save_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler,
                extra_files: dict[str, str] | None = None) -> None:
-    """Write a DDPMPipeline directory atomically, with optional text files beside the weights
-    (the training log ``train_log.csv``)."""
+    """:func:`write_model` to a temporary directory, renamed to ``path`` when complete."""
     with atomic_path(path, directory=True) as tmp:
-        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+        write_model(tmp, unet, scheduler, extra_files)
 
 
 def load_model(path: str | Path) -> tuple[UNet2DModel, DDPMScheduler]:

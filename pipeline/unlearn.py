@@ -2,8 +2,8 @@
 
 The method (``pipeline.methods.REGISTRY``) and its hyperparameters come from
 ``methods.<name>`` in params; every run goes through the one training loop of
-:mod:`pipeline.training` and keeps its final weights (no EMA). Output: a DDPMPipeline directory with the per-step log
-``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time) and, with
+:mod:`pipeline.training` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
+with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time) and, with
 ``checkpoint_every: k``, a DDPMPipeline under ``checkpoints/step-NNNNNN/`` every k steps.
 """
 
@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import time
 
-from diffusers import DDPMPipeline
-
 from pipeline.artifacts import atomic_path, setup_logging
 from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_training_set
 from pipeline.forget import load_forget_set, retain_rows
 from pipeline.knn import load_knn
 from pipeline.methods import make_method
-from pipeline.models import check_matches_data, device, load_model
+from pipeline.models import check_matches_data, device, load_model, write_model
 from pipeline.training import BatchSource, train
 
 
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.out, directory=True) as out:
 
         def checkpoint(step, net):
-            DDPMPipeline(unet=net, scheduler=scheduler).save_pretrained(out / "checkpoints" / f"step-{step:06d}")
+            write_model(out / "checkpoints" / f"step-{step:06d}", net, scheduler)
 
         start = time.time()
         unet, history = train(unet.to(device()), objective, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
@@ -51,10 +49,9 @@ def main(argv: list[str] | None = None) -> None:
                               checkpoint_every=cfg.get("checkpoint_every", 0), on_checkpoint=checkpoint,
                               desc=f"{args.method} s{args.seed}", log=log)
         seconds = time.time() - start
-        DDPMPipeline(unet=unet.cpu(), scheduler=scheduler).save_pretrained(out)
-        (out / "train_log.csv").write_text(history)
         summary = {"method": args.method, "seed": args.seed, "hyperparameters": cfg, "wall_time_s": round(seconds, 2)}
-        (out / "unlearn.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_model(out, unet.cpu(), scheduler,
+                    {"train_log.csv": history, "unlearn.json": json.dumps(summary, indent=2) + "\n"})
     log.info("%s seed %d: %d steps in %.1f s", args.method, args.seed, cfg["steps"], seconds)
 
 
