@@ -9,9 +9,8 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    method="[a-z_]+",
-    seed=r"\d+",
-    model=r"pretrained|retrained|[a-z_]+-s\d+",
+    run=RUN_PATTERN,
+    model=f"pretrained|retrained|{RUN_PATTERN}",
 
 include: "rules/data.smk"
 include: "rules/model.smk"
@@ -22,4 +21,5 @@ include: "rules/evaluate.smk"
 rule all:
     input:
         report_outputs(),
+        diagnostics_outputs(),
     default_target: True

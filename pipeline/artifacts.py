@@ -8,6 +8,8 @@ is checked on load, and a missing or corrupt one is reported with its path.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import logging
 import os
@@ -91,6 +93,16 @@ def load_json(path: str | Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: corrupt JSON ({exc})") from exc
+
+
+def to_csv(rows: list[dict]) -> str:
+    """CSV text with a header: the union of the rows' keys, in order of first appearance."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def save_text(path: str | Path, text: str) -> None:

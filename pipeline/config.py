@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import jsonschema
+import numpy as np
 import yaml
 
 
@@ -24,13 +27,15 @@ class UserError(Exception):
 def _schema() -> dict:
     """params.schema.yaml, with one sub-schema per registered method under ``methods``."""
     from pipeline.methods import REGISTRY
+    from pipeline.selection import SCHEMA as SELECTION
 
     schema = yaml.safe_load(Path(__file__).with_name("params.schema.yaml").read_text())
     loop = schema["$defs"]["loop"]
     schema["properties"]["methods"].update(additionalProperties=False, properties={
         name: {"description": (cls.__doc__ or "").strip().splitlines()[0], "type": "object",
                "additionalProperties": False, "required": [*loop["required"], *cls.hyperparameters],
-               "properties": {**loop["properties"], **cls.hyperparameters}}
+               "properties": {**loop["properties"], **cls.hyperparameters,
+                              **(SELECTION if getattr(cls, "selectable", False) else {})}}
         for name, cls in REGISTRY.items()})
     return schema
 
@@ -84,8 +89,31 @@ def _cross_checks(params: dict) -> list[str]:
         problems.append("forget.label: required when forget.strategy is 'label'")
     if forget["strategy"] == "indices" and not forget.get("indices"):
         problems.append("forget.indices: required when forget.strategy is 'indices'")
+    if forget["strategy"] == "files" and not forget.get("files"):
+        problems.append("forget.files: required when forget.strategy is 'files'")
+    if forget["strategy"] in ("random", "memorized", "duplicated") and not forget.get(forget["strategy"]):
+        problems.append(f"forget.{forget['strategy']}: required when forget.strategy is '{forget['strategy']}'")
     if forget["strategy"] == "injected" and not params["data"]["inject"]:
         problems.append("forget.strategy: 'injected' needs at least one image in data.inject")
+    if params["knn"]["space"] != "pixels" and not params["knn"].get("encoder"):
+        problems.append(f"knn.encoder: required when knn.space is '{params['knn']['space']}'")
+    T = params["model"]["num_train_timesteps"]
+    for name, cfg in params["methods"].items():
+        window = (cfg.get("time") or {}).get("window")
+        if window and not 0 <= window[0] <= window[1] < T:
+            problems.append(f"methods.{name}.time.window: {window} must satisfy 0 <= t1 <= t2 < "
+                            f"model.num_train_timesteps = {T}")
+    sweep = params["experiment"].get("sweep") or {}
+    for name in sweep.get("methods", []):
+        if not getattr(REGISTRY.get(name), "selectable", False):
+            problems.append(f"experiment.sweep.methods: {name!r} has no forget term to select; "
+                            f"selectable: {sorted(n for n, c in REGISTRY.items() if getattr(c, 'selectable', False))}")
+        elif name not in params["methods"]:
+            problems.append(f"methods.{name}: missing; the sweep of experiment.sweep.methods needs its hyperparameters")
+    for window in sweep.get("windows", []):
+        if window and not 0 <= window[0] <= window[1] < T:
+            problems.append(f"experiment.sweep.windows: {window} must satisfy 0 <= t1 <= t2 < "
+                            f"model.num_train_timesteps = {T}")
     for name in params["experiment"]["methods"]:
         if name not in REGISTRY:
             problems.append(f"experiment.methods: unknown method {name!r}; known: {sorted(REGISTRY)}")
@@ -119,16 +147,63 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return validate(params, str(path))
 
 
-def run_name(method: str, seed: int) -> str:
-    """Name of one unlearning run, also its model directory under models/."""
-    return f"{method}-s{seed}"
+RUN_PATTERN = r"[a-z_]+(\+t\d+-\d+)?(\+r\d+(\.\d+)?)?-s\d+"
+_RUN = re.compile(r"(?P<method>[a-z_]+)(\+t(?P<t1>\d+)-(?P<t2>\d+))?(\+r(?P<radius>\d+(\.\d+)?))?-s(?P<seed>\d+)")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unlearning run: a method, a seed and, for a cell of the time/frequency sweep, the
+    forget term's hard time window and low-pass radius (:mod:`pipeline.selection`). Its name is
+    its model directory under models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``."""
+
+    method: str
+    seed: int
+    window: tuple[int, int] | None = None
+    radius: float | None = None
+
+    @property
+    def name(self) -> str:
+        window = f"+t{self.window[0]}-{self.window[1]}" if self.window else ""
+        radius = f"+r{np.format_float_positional(self.radius, trim='-')}" if self.radius is not None else ""
+        return f"{self.method}{window}{radius}-s{self.seed}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Run":
+        match = _RUN.fullmatch(name)
+        if not match:
+            raise UserError(f"{name!r} is not a run name (method[+t<t1>-<t2>][+r<radius>]-s<seed>)")
+        window = (int(match["t1"]), int(match["t2"])) if match["t1"] else None
+        radius = float(match["radius"]) if match["radius"] else None
+        return cls(match["method"], int(match["seed"]), window, radius)
+
+    def hyperparameters(self, params: dict) -> dict:
+        """``methods.<method>``; a sweep cell replaces its ``time`` and ``frequency``."""
+        cfg = dict(params["methods"][self.method])
+        if self.window or self.radius is not None:
+            cfg["time"] = {"window": list(self.window), "soft": None} if self.window else None
+            cfg["frequency"] = {"radius": self.radius, "radius_at_T": None} if self.radius is not None else None
+        return cfg
+
+
+def runs(params: dict) -> list[Run]:
+    """The unlearning runs: every method x seed of ``experiment``, then every cell of
+    ``experiment.sweep`` (methods x windows x radii x seeds; the cell without window and radius is
+    the method's own run)."""
+    seeds = params["experiment"]["seeds"]
+    out = [Run(m, s) for m in params["experiment"]["methods"] for s in seeds]
+    sweep = params["experiment"].get("sweep") or {}
+    for method in sweep.get("methods", []):
+        for window in sweep["windows"]:
+            for radius in sweep["radii"]:
+                out += [Run(method, s, tuple(window) if window else None, radius) for s in seeds]
+    return list(dict.fromkeys(out))
 
 
 def model_names(params: dict) -> list[str]:
     """Every model the experiment samples and scores: the pretrained one, the retrained one
     (when ``experiment.retrain``), then each unlearning run."""
-    runs = [run_name(m, s) for m in params["experiment"]["methods"] for s in params["experiment"]["seeds"]]
-    return ["pretrained", *(["retrained"] if params["experiment"]["retrain"] else []), *runs]
+    return ["pretrained", *(["retrained"] if params["experiment"]["retrain"] else []), *(r.name for r in runs(params))]
 
 
 def stage_args(argv: list[str] | None, doc: str, *names: str, optional: tuple[str, ...] = (),

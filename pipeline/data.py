@@ -8,7 +8,9 @@ The default forget image is a T-shirt drawn by :func:`draw_tshirt`, so nothing o
 project is needed; any PNG/JPG can be given by path instead.
 
 Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for injected rows);
-``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows.
+``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows; ``names``
+str, what a deletion request names: ``mnist-train-00042`` (the row of the 60,000 MNIST training
+digits), the path relative to the folder, or the ``data.inject`` entry's ``image``.
 """
 
 from __future__ import annotations
@@ -117,8 +119,9 @@ def forget_image(spec: str, resolution: int, channels: int) -> np.ndarray:
         raise UserError(f"{path}: not a readable image ({exc})") from exc
 
 
-def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every PNG/JPG under ``root`` (sorted), and labels from first-level sub-folders (-1 if none)."""
+def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every PNG/JPG under ``root`` (sorted), labels from first-level sub-folders (-1 if none), and
+    names (paths relative to ``root``)."""
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found (data.source.path)")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -134,10 +137,11 @@ def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarra
             raise UserError(f"{p}: not a readable image ({exc})") from exc
         parts = p.relative_to(root).parts
         labels.append(classes.index(parts[0]) if len(parts) > 1 else -1)
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    names = np.array([p.relative_to(root).as_posix() for p in files])
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names
 
 
-def mnist_images(raw: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def mnist_images(raw: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mnist = load_npz(raw, ("train_images", "train_labels"))
     images = mnist["train_images"]
     if resolution != 28 or channels != 1:
@@ -145,7 +149,7 @@ def mnist_images(raw: Path, resolution: int, channels: int) -> tuple[np.ndarray,
                            for im in tqdm(images, desc="resize", unit="img", mininterval=5)])
     else:
         images = images[:, None]
-    return images, mnist["train_labels"]
+    return images, mnist["train_labels"], np.array([f"mnist-train-{i:05d}" for i in range(len(images))])
 
 
 def build_training_set(params: dict, base: Path) -> dict[str, np.ndarray]:
@@ -157,27 +161,45 @@ def build_training_set(params: dict, base: Path) -> dict[str, np.ndarray]:
     cfg = params["data"]
     res, ch = cfg["resolution"], cfg["channels"]
     if cfg["source"]["kind"] == "mnist":
-        images, labels = mnist_images(base, res, ch)
+        images, labels, names = mnist_images(base, res, ch)
     else:
-        images, labels = folder_images(base, res, ch)
+        images, labels, names = folder_images(base, res, ch)
     limit = cfg["source"].get("limit")
     rng = np.random.default_rng(cfg["seed"])
     if limit and limit < len(images):
         keep = np.sort(rng.choice(len(images), limit, replace=False))
-        images, labels = images[keep], labels[keep]
+        images, labels, names = images[keep], labels[keep], names[keep]
     injected = np.full(len(images), -1, dtype=np.int64)
-    parts, part_labels, part_injected = [images], [labels], [injected]
+    parts, part_labels, part_injected, part_names = [images], [labels], [injected], [names.astype(str)]
     for i, item in enumerate(cfg["inject"]):
         image = forget_image(item["image"], res, ch)
         parts.append(np.repeat(image[None], item["copies"], axis=0))
         part_labels.append(np.full(item["copies"], -1, dtype=np.int64))
         part_injected.append(np.full(item["copies"], i, dtype=np.int64))
+        part_names.append(np.full(item["copies"], item["image"]))
     return {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
-            "injected": np.concatenate(part_injected)}
+            "injected": np.concatenate(part_injected), "names": np.concatenate(part_names)}
 
 
 def load_training_set(path: str | Path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("images", "labels", "injected"))
+    return load_npz(path, ("images", "labels", "injected", "names"))
+
+
+def group_identical(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each image, the index of its group of byte-identical images, and one member per group."""
+    flat = images.reshape(len(images), -1)
+    _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    return group.reshape(-1), first
+
+
+def load_forget_set(path) -> dict[str, np.ndarray]:
+    """The forget set A written by the select_forget stage (:mod:`pipeline.forget`)."""
+    return load_npz(path, ("rows", "group", "distinct"))
+
+
+def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
+    """R = X \\ A as rows of X."""
+    return np.setdiff1d(np.arange(n), forget_rows)
 
 
 @cli

@@ -1,68 +1,241 @@
-"""Stage 3, select_forget: which rows of the training set X form the forget set A.
+"""Stage 3, select_forget: which rows of the training set X form the forget set A; R = X \\ A.
 
-Strategies (``forget.strategy``): ``injected`` (every injected copy, the benchmark setting),
-``label`` (every row with a given label) or ``indices`` (an explicit list of rows). R = X \\ A.
+Strategies (``forget.strategy``), as deletion requests arrive:
 
-Output ``forget.npz``: ``rows`` (rows of X in A), ``group`` (for each row of A, which distinct
-image it is: identical copies share one group) and ``distinct`` (one row of X per group).
-Metrics and neighbour search work on the distinct images; training draws from all rows.
+- ``injected``: every injected copy (the benchmark setting);
+- ``label``: every row with a label; ``indices``: rows of X; ``files``: images by name (see
+  :mod:`pipeline.data`: ``mnist-train-00042``, a path relative to the image folder, ``tshirt``).
+  These select exactly the rows asked for; identical copies left in R are logged as a warning;
+- ``random``: ``k`` distinct images drawn with ``seed``;
+- ``memorized``: what the pretrained model leaks. Draw M samples from it, find each sample's
+  nearest distinct training image x (exact L2 in [0, 1] pixel space), and count the sample as a
+  reproduction of x when ``d(sample, x) < threshold * d_NN(x)``, where d_NN(x) is the distance
+  from x to its nearest other distinct training image: a copy is much closer to x than x's own
+  neighbours are. Images reproduced at least ``min_count`` times are selected, most reproduced
+  first, at most ``max_images`` (Carlini et al. 2023, "Extracting training data from diffusion
+  models", use the same search-and-compare with a data-relative distance);
+- ``duplicated``: clusters of near-duplicates: connected components of the graph linking distinct
+  images closer than ``threshold * median d_NN`` (faiss range search), a cluster's size counting
+  identical copies; clusters of at least ``min_size`` rows are selected, largest first, at most
+  ``max_clusters``. Duplication is what drives memorization (Carlini et al. 2023; Somepalli et al.
+  2023).
+
+``random``, ``memorized`` and ``duplicated`` select distinct images and take every identical copy.
+
+Outputs: ``forget.npz`` with ``rows`` (rows of X in A), ``group`` (for each row of A, which
+distinct image it is: identical copies share one group) and ``distinct`` (one row of X per group);
+a selection table (CSV, one line per selected distinct image: its row, name, label, copies and the
+strategy's evidence); and a PNG of the selected images, for ``memorized`` each one beside the
+samples that reproduced it (closest first).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from pipeline.artifacts import load_npz, save_npz, setup_logging
+from pipeline.artifacts import save_npz, save_text, setup_logging, to_csv
 from pipeline.config import UserError, cli, load_params, stage_args
-from pipeline.data import load_training_set
-from pipeline.images import grid, save_png, to_float
+from pipeline.data import group_identical, load_training_set
+from pipeline.images import grid, save_labelled_grid, save_png, to_float
+from pipeline.knn import exact_search, nearest_other, pixel_vectors, range_pairs
+from pipeline.models import device, load_model
+from pipeline.sampling import sample
+
+log = logging.getLogger("pipeline.forget")
+EVIDENCE_SHOWN = 8  # reproducing samples shown beside each memorized image
 
 
-def select_rows(params: dict, train: dict[str, np.ndarray]) -> np.ndarray:
-    cfg = params["forget"]
+@dataclass
+class Selection:
+    """Rows of X in A; for ``random``/``memorized``/``duplicated`` also one line of evidence per
+    selected distinct image (its representative row first) and the samples that reproduced it."""
+
+    rows: np.ndarray
+    evidence: list[dict] = field(default_factory=list)
+    reproductions: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class DistinctImages:
+    """The distinct images of X: ``first`` one row per distinct image, ``group`` the distinct
+    image of every row, ``copies`` rows per distinct image."""
+
+    group: np.ndarray
+    first: np.ndarray
+    copies: np.ndarray
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> "DistinctImages":
+        group, first = group_identical(images)
+        return cls(group, first, np.bincount(group, minlength=len(first)))
+
+    def rows_of(self, chosen: np.ndarray) -> np.ndarray:
+        """Every row of X that is a copy of one of the ``chosen`` distinct images."""
+        return np.flatnonzero(np.isin(self.group, chosen))
+
+
+def select_explicit(cfg: dict, train: dict[str, np.ndarray]) -> np.ndarray:
     n = len(train["images"])
     if cfg["strategy"] == "injected":
-        rows = np.flatnonzero(train["injected"] >= 0)
-    elif cfg["strategy"] == "label":
-        rows = np.flatnonzero(train["labels"] == cfg["label"])
-    else:
-        rows = np.unique(np.asarray(cfg["indices"], dtype=np.int64))
-        if rows.max() >= n:
-            raise UserError(f"forget.indices: row {rows.max()} is out of range; the training set has {n} rows")
-    if len(rows) == 0:
-        raise UserError(f"forget.strategy {cfg['strategy']!r} selects no image; the forget set would be empty")
-    if len(rows) == n:
-        raise UserError(f"forget.strategy {cfg['strategy']!r} selects every image; the retain set would be empty")
+        return np.flatnonzero(train["injected"] >= 0)
+    if cfg["strategy"] == "label":
+        return np.flatnonzero(train["labels"] == cfg["label"])
+    if cfg["strategy"] == "files":
+        unknown = sorted(set(cfg["files"]) - set(train["names"].tolist()))
+        if unknown:
+            raise UserError(f"forget.files: {len(unknown)} name(s) not in the training set, e.g. {unknown[:3]}; "
+                            f"names look like {train['names'][:2].tolist()}")
+        return np.flatnonzero(np.isin(train["names"], cfg["files"]))
+    rows = np.unique(np.asarray(cfg["indices"], dtype=np.int64))
+    if rows.max() >= n:
+        raise UserError(f"forget.indices: row {rows.max()} is out of range; the training set has {n} rows")
     return rows
 
 
-def group_identical(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each image, the index of its group of byte-identical images, and one member per group."""
-    flat = images.reshape(len(images), -1)
-    _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-    return group.reshape(-1), first
+def select_random(cfg: dict, images: np.ndarray) -> Selection:
+    distinct = DistinctImages.of(images)
+    if cfg["k"] >= len(distinct.first):
+        raise UserError(f"forget.random.k: {cfg['k']} images asked for, but the training set has only "
+                        f"{len(distinct.first)} distinct images and the retain set must keep one")
+    chosen = np.sort(np.random.default_rng(cfg["seed"]).choice(len(distinct.first), cfg["k"], replace=False))
+    return Selection(distinct.rows_of(chosen), [{"row": int(distinct.first[c])} for c in chosen])
 
 
-def load_forget_set(path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("rows", "group", "distinct"))
+def select_memorized(cfg: dict, images: np.ndarray, samples: np.ndarray) -> Selection:
+    """The training images that ``samples`` ([0, 1] floats, (M, C, H, W)) reproduce (module doc)."""
+    distinct = DistinctImages.of(images)
+    if len(distinct.first) < 2:
+        raise UserError("forget.strategy 'memorized' needs at least two distinct training images")
+    with pixel_vectors(images[distinct.first]) as vectors:
+        d_nn = nearest_other(vectors)
+        pos, dist = exact_search(vectors, samples.reshape(len(samples), -1), 1)
+    nearest, dist = pos[:, 0], dist[:, 0]
+    hit = dist < cfg["threshold"] * d_nn[nearest]
+    counts = np.bincount(nearest[hit], minlength=len(distinct.first))
+    ranked = [c for c in np.lexsort((d_nn, -counts)) if counts[c] >= cfg["min_count"]][:cfg["max_images"]]
+    evidence, reproductions = [], []
+    for c in ranked:
+        which = np.flatnonzero(hit & (nearest == c))
+        which = which[np.argsort(dist[which], kind="stable")]
+        reproductions.append(which)
+        evidence.append({"row": int(distinct.first[c]), "reproductions": int(counts[c]),
+                         "closest": round(float(dist[which[0]]), 4),
+                         "median_distance": round(float(np.median(dist[which])), 4),
+                         "threshold": round(float(cfg["threshold"] * d_nn[c]), 4),
+                         "nearest_other_image": round(float(d_nn[c]), 4)})
+    log.info("%d of %d samples reproduce a training image (L2 < %.2f x its nearest-neighbour distance); "
+             "%d images reproduced at least %d times", hit.sum(), len(samples), cfg["threshold"],
+             int((counts >= cfg["min_count"]).sum()), cfg["min_count"])
+    return Selection(distinct.rows_of(np.asarray(ranked, dtype=np.int64)), evidence, reproductions)
 
 
-def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
-    """R = X \\ A as rows of X."""
-    return np.setdiff1d(np.arange(n), forget_rows)
+def select_duplicated(cfg: dict, images: np.ndarray) -> Selection:
+    """Clusters of near-duplicate training images (module doc)."""
+    distinct = DistinctImages.of(images)
+    if len(distinct.first) < 2:
+        raise UserError("forget.strategy 'duplicated' needs at least two distinct training images")
+    with pixel_vectors(images[distinct.first]) as vectors:
+        radius = cfg["threshold"] * float(np.median(nearest_other(vectors)))
+        first, second = range_pairs(vectors, radius)
+    m = len(distinct.first)
+    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(m, m))
+    _, cluster = connected_components(graph, directed=False)
+    size = np.bincount(cluster, weights=distinct.copies).astype(np.int64)
+    ranked = [c for c in np.argsort(-size, kind="stable") if size[c] >= cfg["min_size"]][:cfg["max_clusters"]]
+    evidence = []
+    for rank, c in enumerate(ranked):
+        members = np.flatnonzero(cluster == c)
+        evidence += [{"row": int(distinct.first[i]), "cluster": rank, "cluster_rows": int(size[c]),
+                      "cluster_images": len(members)} for i in members]
+    log.info("near-duplicate radius L2 %.4f; %d clusters of at least %d rows", radius,
+             int((size >= cfg["min_size"]).sum()), cfg["min_size"])
+    return Selection(distinct.rows_of(np.flatnonzero(np.isin(cluster, ranked))), evidence)
+
+
+def select(params: dict, train: dict[str, np.ndarray], samples: np.ndarray | None = None) -> Selection:
+    """The forget set of ``forget.strategy``; ``samples`` from the pretrained model for ``memorized``."""
+    cfg = params["forget"]
+    strategy = cfg["strategy"]
+    if strategy == "random":
+        selection = select_random(cfg["random"], train["images"])
+    elif strategy == "memorized":
+        if samples is None:
+            raise UserError("forget.strategy 'memorized' needs samples of the pretrained model (--model)")
+        selection = select_memorized(cfg["memorized"], train["images"], samples)
+    elif strategy == "duplicated":
+        selection = select_duplicated(cfg["duplicated"], train["images"])
+    else:
+        selection = Selection(select_explicit(cfg, train))
+    n = len(train["images"])
+    if len(selection.rows) == 0:
+        raise UserError(f"forget.strategy {strategy!r} selects no image; the forget set would be empty")
+    if len(selection.rows) == n:
+        raise UserError(f"forget.strategy {strategy!r} selects every image; the retain set would be empty")
+    return selection
+
+
+def table(selection: Selection, train: dict[str, np.ndarray], group: np.ndarray, distinct: np.ndarray) -> str:
+    """One CSV line per distinct forget image: row, name, label, copies in A, then the evidence."""
+    copies = np.bincount(group)
+    base = {int(r): {"row": int(r), "name": str(train["names"][r]), "label": int(train["labels"][r]),
+                     "copies": int(c)} for r, c in zip(distinct, copies)}
+    if not selection.evidence:
+        return to_csv(list(base.values()))
+    return to_csv([{**base[e["row"]], **e} for e in selection.evidence])  # both name a group by its first row
+
+
+def save_figure(path, selection: Selection, images: np.ndarray, distinct: np.ndarray,
+                samples: np.ndarray | None) -> None:
+    """The selected images; for ``memorized`` each beside its closest reproducing samples."""
+    if not selection.reproductions:
+        save_png(path, grid(to_float(images[distinct[:64]])), scale=4)
+        return
+    tiles = []
+    for e, which in zip(selection.evidence[:16], selection.reproductions):
+        shown = samples[which[:EVIDENCE_SHOWN]]
+        blank = np.zeros((EVIDENCE_SHOWN - len(shown), *shown.shape[1:]), dtype=np.float32)
+        tiles.append(np.concatenate([to_float(images[e["row"]][None]), shown, blank]))
+    labels = [f"row {e['row']}: {e['reproductions']} samples, closest L2 {e['closest']:.2f}"
+              for e in selection.evidence[:16]]
+    save_labelled_grid(path, np.concatenate(tiles), EVIDENCE_SHOWN + 1, labels,
+                       "Training images the pretrained model reproduces",
+                       f"left: training image; right: the closest samples that reproduce it (at most {EVIDENCE_SHOWN})")
+
+
+def memorization_samples(params: dict, model: str | None) -> np.ndarray | None:
+    """M samples from the pretrained model for ``memorized`` (None for other strategies)."""
+    if params["forget"]["strategy"] != "memorized":
+        return None
+    if model is None:
+        raise UserError("forget.strategy 'memorized' needs the pretrained model (--model)")
+    cfg = params["forget"]["memorized"]
+    unet, scheduler = load_model(model)
+    return sample(unet.to(device()).eval(), scheduler, cfg["samples"], cfg["steps"], cfg["batch_size"], cfg["seed"])
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "data", "out", "png")
+    args = stage_args(argv, __doc__, "data", "out", "table", "png", optional=("model",))
     params = load_params(args.params)
-    log = setup_logging(args.log)
+    setup_logging(args.log)
     train = load_training_set(args.data)
-    rows = select_rows(params, train)
+    samples = memorization_samples(params, args.model)
+    selection = select(params, train, samples)
+    rows = selection.rows
     group, first = group_identical(train["images"][rows])
     distinct = rows[first]
     save_npz(args.out, rows=rows, group=group, distinct=distinct)
-    save_png(args.png, grid(to_float(train["images"][distinct[:64]])), scale=4)
+    save_text(args.table, table(selection, train, group, distinct))
+    save_figure(args.png, selection, train["images"], distinct, samples)
+    every_group, _ = group_identical(train["images"])
+    left = int(np.isin(every_group, every_group[rows]).sum()) - len(rows)
+    if left:
+        log.warning("%d identical copies of the forget images stay in the retain set", left)
     log.info("forget set: %d rows, %d distinct images; retain set: %d rows",
              len(rows), len(distinct), len(train["images"]) - len(rows))
 

@@ -59,3 +59,24 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> None:
     pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     with atomic_path(path) as tmp:
         pil.save(tmp, format="PNG")
+
+
+def save_labelled_grid(path: str | Path, images: np.ndarray, ncols: int, row_labels: list[str], title: str,
+                       xlabel: str) -> None:
+    """A grid of (N, C, H, W) [0, 1] images as a PNG figure with a label beside each row."""
+    from matplotlib.figure import Figure  # no pyplot: no backend or global state involved
+
+    tiles = grid(images, ncols=ncols)
+    step = images.shape[2] + 1
+    nrows = len(row_labels)
+    fig = Figure(figsize=(2.5 + 0.45 * ncols, 0.9 + 0.45 * nrows), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(tiles[..., 0] if tiles.shape[-1] == 1 else tiles, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([0.5 + step * (r + 0.5) - 0.5 for r in range(nrows)], row_labels, fontsize=8)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

@@ -8,7 +8,9 @@ Each method is a small class in the style of NVlabs/edm ``training/loss.py``: hy
   hands their gradients (flattened, ``{term: g}``) to the method's ``combine``, which returns
   the update direction and figures for the log (SISS, EraseDiff).
 
-``needs`` names the batches the loop must draw (:class:`pipeline.training.Batch`);
+``needs`` names the batches the loop must draw (:class:`pipeline.training.Batch`); a method with
+``selectable = True`` takes a :class:`pipeline.selection.ForgetSelection` for its forget term
+(time window, frequency low-pass; params keys ``time`` and ``frequency``);
 ``hyperparameters`` is the JSON schema of the method's own keys in ``params.yaml`` (besides the
 loop's: steps, batch_size, lr, accumulate, checkpoint_every); ``stats`` holds figures of the last
 call for the per-step log.
@@ -26,11 +28,18 @@ import torch
 from diffusers import DDPMScheduler
 
 from pipeline.models import noise_levels
+from pipeline.selection import KEYS as SELECTION_KEYS
+from pipeline.selection import ForgetSelection
 
 
 def random_timesteps(scheduler: DDPMScheduler, like: torch.Tensor) -> torch.Tensor:
     """t ~ U{0, ..., T-1}, one per example of ``like``."""
     return torch.randint(0, scheduler.config.num_train_timesteps, (len(like),), device=like.device)
+
+
+def forget_timesteps(scheduler: DDPMScheduler, selection: ForgetSelection, like: torch.Tensor) -> torch.Tensor:
+    """t for a forget batch: U{0..T-1} as :func:`random_timesteps`, or U{t1..t2} under a hard window."""
+    return selection.timesteps(like) if selection.hard_window else random_timesteps(scheduler, like)
 
 
 def gaussian_like(x: torch.Tensor) -> torch.Tensor:
@@ -52,10 +61,12 @@ def sq_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def denoising_error(net, scheduler: DDPMScheduler, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                    target: torch.Tensor | None = None) -> torch.Tensor:
-    """L(eps_theta(gamma_t x + sigma_t eps, t), target) per example; target defaults to eps."""
+                    target: torch.Tensor | None = None, selection: ForgetSelection | None = None) -> torch.Tensor:
+    """L(eps_theta(gamma_t x + sigma_t eps, t), target) per example; target defaults to eps. With a
+    ``selection`` (a forget term), its selected error instead of the plain squared error."""
     gamma, sigma = noise_levels(scheduler, t)
-    return sq_error(net(gamma * x + sigma * eps, t).sample, eps if target is None else target)
+    pred, target = net(gamma * x + sigma * eps, t).sample, eps if target is None else target
+    return sq_error(pred, target) if selection is None else selection.error(pred, target, t)
 
 
 def rescaled_difference(g_x: torch.Tensor, g_a: torch.Tensor, scaling_norm: float) -> tuple[torch.Tensor, float]:
@@ -102,15 +113,18 @@ class NegGrad(DDPMLoss):
     """
 
     needs = ("forget",)
+    selectable = True
     hyperparameters = {"superfactor": {"type": "number", "exclusiveMinimum": 0}}
 
-    def __init__(self, scheduler: DDPMScheduler, superfactor: float):
+    def __init__(self, scheduler: DDPMScheduler, superfactor: float, selection: ForgetSelection | None = None):
         super().__init__(scheduler)
         self.superfactor = superfactor
+        self.selection = selection or ForgetSelection(scheduler.config.num_train_timesteps)
 
     def __call__(self, net, batch) -> torch.Tensor:
         a = batch.forget
-        forget = denoising_error(net, self.scheduler, a, random_timesteps(self.scheduler, a), gaussian_like(a)).mean()
+        t = forget_timesteps(self.scheduler, self.selection, a)
+        forget = denoising_error(net, self.scheduler, a, t, gaussian_like(a), selection=self.selection).mean()
         self.stats = {"forget_loss": forget.item()}
         return -self.superfactor * forget
 
@@ -128,18 +142,22 @@ class EraseDiff:
     """
 
     needs = ("retain", "forget")
+    selectable = True
     hyperparameters = {"eta": {"type": "number", "minimum": 0}}
 
-    def __init__(self, scheduler: DDPMScheduler, eta: float):
+    def __init__(self, scheduler: DDPMScheduler, eta: float, selection: ForgetSelection | None = None):
         self.scheduler = scheduler
         self.eta = eta
+        self.selection = selection or ForgetSelection(scheduler.config.num_train_timesteps)
         self.stats: dict = {}
 
     def __call__(self, net, batch) -> dict[str, torch.Tensor]:
         x, a = batch.retain, batch.forget
         t, eps = random_timesteps(self.scheduler, x), gaussian_like(x)
+        t_a = self.selection.timesteps(a) if self.selection.hard_window else t
         return {"retain": denoising_error(net, self.scheduler, x, t, eps).mean(),
-                "forget": denoising_error(net, self.scheduler, a, t, eps, target=uniform_like(a)).mean()}
+                "forget": denoising_error(net, self.scheduler, a, t_a, eps, target=uniform_like(a),
+                                          selection=self.selection).mean()}
 
     def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         g_x, g_a = grads["retain"], grads["forget"]
@@ -156,11 +174,13 @@ class RescaledForgetGradient:
     of a "retain" and a "forget" term (:func:`rescaled_difference`)."""
 
     needs = ("retain", "forget")
+    selectable = True
     hyperparameters = {"scaling_norm": {"type": "number", "exclusiveMinimum": 0}}
 
-    def __init__(self, scheduler: DDPMScheduler, scaling_norm: float):
+    def __init__(self, scheduler: DDPMScheduler, scaling_norm: float, selection: ForgetSelection | None = None):
         self.scheduler = scheduler
         self.scaling_norm = scaling_norm
+        self.selection = selection or ForgetSelection(scheduler.config.num_train_timesteps)
         self.stats: dict = {}
 
     def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -187,8 +207,9 @@ class SISS(RescaledForgetGradient):
     hyperparameters = {"lam": {"type": "number", "minimum": 0, "maximum": 1},
                        **RescaledForgetGradient.hyperparameters}
 
-    def __init__(self, scheduler: DDPMScheduler, lam: float, scaling_norm: float):
-        super().__init__(scheduler, scaling_norm)
+    def __init__(self, scheduler: DDPMScheduler, lam: float, scaling_norm: float,
+                 selection: ForgetSelection | None = None):
+        super().__init__(scheduler, scaling_norm, selection)
         self.lam = lam
 
     def log_weights(self, d_x: torch.Tensor, d_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,8 +238,9 @@ class SISS(RescaledForgetGradient):
         self.stats = {"w_x_min": w_x.min().item(), "w_x_max": w_x.max().item(),
                       "w_a_min": w_a.min().item(), "w_a_max": w_a.max().item(),
                       "forget_share": from_forget.float().mean().item()}
-        return {"retain": (w_x * sq_error(pred, (m_t - gamma * x) / sigma)).mean(),
-                "forget": (w_a * sq_error(pred, (m_t - gamma * a) / sigma)).mean()}
+        forget = self.selection.weighted(w_a * self.selection.sq_norm(pred - (m_t - gamma * a) / sigma, t), t,
+                                         drawn_in_window=False)  # one t for both terms: weight, not draw
+        return {"retain": (w_x * sq_error(pred, (m_t - gamma * x) / sigma)).mean(), "forget": forget.mean()}
 
 
 class SISSNoIS(RescaledForgetGradient):
@@ -231,8 +253,9 @@ class SISSNoIS(RescaledForgetGradient):
     def __call__(self, net, batch) -> dict[str, torch.Tensor]:
         x, a = batch.retain, batch.forget
         t, eps = random_timesteps(self.scheduler, x), gaussian_like(x)
+        t_a = self.selection.timesteps(a) if self.selection.hard_window else t
         return {"retain": denoising_error(net, self.scheduler, x, t, eps).mean(),
-                "forget": denoising_error(net, self.scheduler, a, t, eps).mean()}
+                "forget": denoising_error(net, self.scheduler, a, t_a, eps, selection=self.selection).mean()}
 
 
 class ReTrack:
@@ -252,25 +275,27 @@ class ReTrack:
     """
 
     needs = ("retain", "forget")
+    selectable = True
     hyperparameters = {"lam": {"type": "number", "minimum": 0, "maximum": 1}}
 
-    def __init__(self, scheduler: DDPMScheduler, lam: float):
+    def __init__(self, scheduler: DDPMScheduler, lam: float, selection: ForgetSelection | None = None):
         self.scheduler = scheduler
         self.lam = lam
+        self.selection = selection or ForgetSelection(scheduler.config.num_train_timesteps)
         self.retain_loss = DDPMLoss(scheduler)
         self.stats: dict = {}
 
     def unlearn_loss(self, net, a: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         """L_unlearn for forget images a (B, C, H, W) and their neighbours (B, K, C, H, W)."""
-        t, eps = random_timesteps(self.scheduler, a), gaussian_like(a)
+        t, eps = forget_timesteps(self.scheduler, self.selection, a), gaussian_like(a)
         gamma, sigma = noise_levels(self.scheduler, t)
         a_t = gamma * a + sigma * eps
         with torch.no_grad():
             v = (a_t[:, None] - gamma[:, None] * neighbours) / sigma[:, None]  # (B, K, C, H, W)
             w = torch.softmax(-v.pow(2).flatten(2).sum(2) / 2, dim=1)  # (B, K)
         pred = net(a_t, t).sample
-        per_neighbour = (pred[:, None] - v).pow(2).flatten(2).sum(2)  # (B, K)
-        return (w * per_neighbour).sum(1).mean()
+        per_neighbour = self.selection.sq_norm(pred[:, None] - v, t)  # (B, K)
+        return self.selection.weighted((w * per_neighbour).sum(1), t).mean()
 
     def __call__(self, net, batch) -> torch.Tensor:
         unlearn = self.unlearn_loss(net, batch.forget, batch.neighbours)
@@ -291,5 +316,11 @@ LOOP_KEYS = ("steps", "batch_size", "lr", "accumulate", "checkpoint_every")
 
 
 def make_method(name: str, cfg: dict, scheduler: DDPMScheduler):
-    """The method ``name`` with its hyperparameters from ``params['methods'][name]``."""
-    return REGISTRY[name](scheduler, **{k: v for k, v in cfg.items() if k not in LOOP_KEYS})
+    """The method ``name`` with its hyperparameters from ``params['methods'][name]``, and for a
+    selectable method its forget term's time/frequency selection (keys ``time``, ``frequency``)."""
+    cls = REGISTRY[name]
+    kwargs = {k: v for k, v in cfg.items() if k not in (*LOOP_KEYS, *SELECTION_KEYS)}
+    if getattr(cls, "selectable", False):
+        kwargs["selection"] = ForgetSelection(scheduler.config.num_train_timesteps, cfg.get("time"),
+                                              cfg.get("frequency"))
+    return cls(scheduler, **kwargs)

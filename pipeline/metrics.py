@@ -23,10 +23,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from pipeline.artifacts import save_json, setup_logging
 from pipeline.config import UserError, cli, load_params, stage_args
-from pipeline.data import load_training_set
-from pipeline.forget import load_forget_set, retain_rows
+from pipeline.data import load_forget_set, load_training_set, retain_rows
 from pipeline.images import to_float
-from pipeline.knn import load_knn
+from pipeline.knn import exact_search, pixel_vectors
 from pipeline.sampling import load_samples
 
 
@@ -38,6 +37,13 @@ def thresholds(cfg: dict, nearest_retain: np.ndarray) -> tuple[np.ndarray, str]:
     return cfg["value"] * nearest_retain.astype(np.float64), (
         f"relative: L2 < {cfg['value']} x (L2 distance from the forget image to its nearest retain image), "
         "in [0, 1] pixel space; 0.87 = 10 / 11.49 reproduces the MNIST T-shirt protocol's threshold")
+
+
+def nearest_retain_distance(images: np.ndarray, forget: dict) -> np.ndarray:
+    """For each distinct forget image, the L2 distance in [0, 1] pixel space to its nearest retain image."""
+    with pixel_vectors(images[retain_rows(len(images), forget["rows"])]) as retain:
+        _, dist = exact_search(retain, flat_float(to_float(images[forget["distinct"]])), 1)
+    return dist[:, 0]
 
 
 def reproduction(samples: np.ndarray, forget_images: np.ndarray, tau: np.ndarray) -> dict:
@@ -98,10 +104,11 @@ def reference_images(params: dict, images: np.ndarray, forget_rows: np.ndarray) 
     return to_float(images[rows])
 
 
-def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict, knn: dict) -> dict:
+def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict) -> dict:
     images = train["images"]
     forget_images = to_float(images[forget["distinct"]])
-    tau, rule = thresholds(params["metrics"]["threshold"], knn["distances"][:, 0])
+    nearest_retain = nearest_retain_distance(images, forget)
+    tau, rule = thresholds(params["metrics"]["threshold"], nearest_retain)
     rep = reproduction(samples, forget_images, tau)
     kept = samples[~rep["hits"]]
     reference = reference_images(params, images, forget["rows"])
@@ -116,7 +123,7 @@ def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict, knn: 
             "per_image": [
                 {"row": int(row), "threshold": float(t), "nearest_retain_distance": float(d),
                  "reproduced": c, "closest_sample_distance": float(m)}
-                for row, t, d, c, m in zip(forget["distinct"], tau, knn["distances"][:, 0],
+                for row, t, d, c, m in zip(forget["distinct"], tau, nearest_retain,
                                            rep["per_image_count"], rep["per_image_closest"])
             ],
         },
@@ -133,11 +140,11 @@ def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict, knn: 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "samples", "data", "forget", "knn", "model-name", "out")
+    args = stage_args(argv, __doc__, "samples", "data", "forget", "model-name", "out")
     params = load_params(args.params)
     log = setup_logging(args.log)
     result = evaluate(params, load_samples(args.samples), load_training_set(args.data),
-                      load_forget_set(args.forget), load_knn(args.knn))
+                      load_forget_set(args.forget))
     save_json(args.out, {"model": args.model_name, **result})
     log.info("%s: forget reproduction %.2f %% (%d / %d), quality (PCA-FD) %.3f", args.model_name,
              100 * result["forget_reproduction"]["rate"], result["forget_reproduction"]["count"],

@@ -16,8 +16,7 @@ import torch
 
 from pipeline.artifacts import setup_logging
 from pipeline.config import cli, load_params, stage_args
-from pipeline.data import load_training_set
-from pipeline.forget import load_forget_set, retain_rows
+from pipeline.data import load_forget_set, load_training_set, retain_rows
 from pipeline.methods import DDPMLoss
 from pipeline.models import build_scheduler, build_unet, check_matches_data, device, load_model, save_model
 from pipeline.training import BatchSource, train

@@ -8,8 +8,6 @@ its forget-reproduction rate; all models share the same initial noise, so panels
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.artifacts import atomic_path, load_json, save_text, setup_logging  # noqa: E402
-from pipeline.config import cli  # noqa: E402
+from pipeline.artifacts import atomic_path, load_json, save_text, setup_logging, to_csv  # noqa: E402
+from pipeline.config import Run, cli, load_params  # noqa: E402
 from pipeline.images import grid  # noqa: E402
 from pipeline.sampling import load_samples  # noqa: E402
-
-COLUMNS = ["model", "method", "seed", "forget_reproduction_pct", "forget_reproduced", "n_samples", "quality_pca_fd"]
 
 
 def row(metrics: dict) -> dict:
@@ -33,14 +29,6 @@ def row(metrics: dict) -> dict:
     return {"model": name, "method": method, "seed": seed,
             "forget_reproduction_pct": round(100 * rep["rate"], 2), "forget_reproduced": rep["count"],
             "n_samples": metrics["n_samples"], "quality_pca_fd": round(metrics["quality"]["value"], 3)}
-
-
-def to_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def markdown_table(header: list[str], body: list[list]) -> str:
@@ -88,12 +76,59 @@ def samples_figure(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
     plt.close(fig)
 
 
+def sweep_grids(rows: list[dict], sweep: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Per swept method, forgetting (%) and quality as (windows x radii) grids of the mean over
+    seeds (NaN where a cell has no run)."""
+    windows = [tuple(w) if w else None for w in sweep["windows"]]
+    grids = {}
+    for method in sweep["methods"]:
+        cells = {k: np.full((len(windows), len(sweep["radii"])), np.nan) for k in ("forget", "quality")}
+        for i, window in enumerate(windows):
+            for j, radius in enumerate(sweep["radii"]):
+                name = Run(method, 0, window, radius).name.rsplit("-s", 1)[0]
+                mine = [r for r in rows if r["model"].rsplit("-s", 1)[0] == name]
+                if mine:
+                    cells["forget"][i, j] = np.mean([r["forget_reproduction_pct"] for r in mine])
+                    cells["quality"][i, j] = np.mean([r["quality_pca_fd"] for r in mine])
+        grids[method] = cells
+    return grids
+
+
+def sweep_figure(path: Path, grids: dict, sweep: dict, n_seeds: int) -> None:
+    """Heat maps of forgetting and quality over the (time window x radius) grid, one row per method."""
+    windows = ["none" if w is None else f"[{w[0]}, {w[1]}]" for w in sweep["windows"]]
+    radii = ["none" if r is None else f"r = {r:g}" for r in sweep["radii"]]
+    fig, axes = plt.subplots(len(grids), 2, figsize=(4 + 1.1 * len(radii) * 2, 1.2 + 0.9 * len(windows) * len(grids)),
+                             squeeze=False, layout="constrained")
+    titles = {"forget": "forget reproduction (%) ↓", "quality": "quality: PCA-FD ↓"}
+    for row, (method, cells) in zip(axes, grids.items()):
+        for ax, key in zip(row, ("forget", "quality")):
+            low, high = np.nanmin(cells[key]), np.nanmax(cells[key])
+            image = ax.imshow(cells[key], cmap="viridis_r", aspect="auto", vmin=low, vmax=max(high, low + 1e-3))
+            for (i, j), value in np.ndenumerate(cells[key]):
+                ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if value > np.nanmean(cells[key]) else "black")
+            ax.set_xticks(range(len(radii)), radii, fontsize=8)
+            ax.set_yticks(range(len(windows)), windows, fontsize=8)
+            ax.set_xlabel("frequency selection: low-pass radius of the forget residual", fontsize=8)
+            ax.set_ylabel("time window of the forget term", fontsize=8)
+            ax.set_title(f"{method}: {titles[key]}", fontsize=9)
+            fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(f"Time/frequency selection sweep, mean over {n_seeds} seed(s) (± std in table.md); "
+                 "(none, none) is the method itself",
+                 fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics JSON of every model")
     parser.add_argument("--samples", nargs="+", required=True, help="samples .npz of every model, same order")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--params", help="params.yaml: with an experiment.sweep, also report/sweep.png")
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     log = setup_logging(args.log)
@@ -106,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     panels = [(f"{r['model']}: {r['forget_reproduction_pct']} % forget", load_samples(p))
               for r, p in zip(rows, args.samples)]
     samples_figure(out / "samples.png", panels)
+    sweep = load_params(args.params)["experiment"].get("sweep") if args.params else None
+    if sweep and sweep["methods"]:
+        grids = sweep_grids(rows, sweep)
+        sweep_figure(out / "sweep.png", grids, sweep, len(load_params(args.params)["experiment"]["seeds"]))
     log.info("report of %d models written to %s", len(rows), out)
 
 

@@ -12,8 +12,6 @@ seed give the same weights on CPU.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -22,6 +20,7 @@ import torch
 from diffusers.training_utils import EMAModel
 from tqdm import trange
 
+from pipeline.artifacts import to_csv
 from pipeline.images import to_float
 
 
@@ -103,13 +102,6 @@ def set_gradients(params: list[torch.Tensor], direction: torch.Tensor) -> None:
         offset += p.numel()
 
 
-def to_csv(rows: list[dict]) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
 
 
 def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, batch_size: int, lr: float,

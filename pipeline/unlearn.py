@@ -1,7 +1,10 @@
 """Stage 5, unlearn: one run of one method with one seed, from the pretrained model.
 
-The method (``pipeline.methods.REGISTRY``) and its hyperparameters come from
-``methods.<name>`` in params; every run goes through the one training loop of
+The run is named as its model directory (:class:`pipeline.config.Run`: ``retrack-s0``, or a cell
+of the time/frequency sweep, ``retrack+t250-750+r4-s0``). The method
+(``pipeline.methods.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
+a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
+through the one training loop of
 :mod:`pipeline.training` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
 with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time) and, with
 ``checkpoint_every: k``, a DDPMPipeline under ``checkpoints/step-NNNNNN/`` every k steps.
@@ -13,9 +16,8 @@ import json
 import time
 
 from pipeline.artifacts import atomic_path, setup_logging
-from pipeline.config import UserError, cli, load_params, stage_args
-from pipeline.data import load_training_set
-from pipeline.forget import load_forget_set, retain_rows
+from pipeline.config import Run, UserError, cli, load_params, runs, stage_args
+from pipeline.data import load_forget_set, load_training_set, retain_rows
 from pipeline.knn import load_knn
 from pipeline.methods import make_method
 from pipeline.models import check_matches_data, device, load_model, write_model
@@ -24,18 +26,19 @@ from pipeline.training import BatchSource, train
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "method", "seed", "data", "forget", "knn", "model", "out", types={"seed": int})
+    args = stage_args(argv, __doc__, "run", "data", "forget", "knn", "model", "out")
     params = load_params(args.params)
-    if args.method not in params["experiment"]["methods"]:
-        raise UserError(f"--method {args.method!r} is not in experiment.methods {params['experiment']['methods']}")
+    run = Run.parse(args.run)
+    if run not in runs(params):
+        raise UserError(f"--run {args.run!r} is not a run of experiment (methods x seeds, or a cell of its sweep)")
     log = setup_logging(args.log)
     images = load_training_set(args.data)["images"]
     forget = load_forget_set(args.forget)
     knn = load_knn(args.knn)
     unet, scheduler = load_model(args.model)
     check_matches_data(unet, params, args.model)
-    cfg = params["methods"][args.method]
-    objective = make_method(args.method, cfg, scheduler)
+    cfg = run.hyperparameters(params)
+    objective = make_method(run.method, cfg, scheduler)
     source = BatchSource(images, retain_rows(len(images), forget["rows"]), forget["rows"], forget["group"],
                          knn["neighbours"])
     with atomic_path(args.out, directory=True) as out:
@@ -45,14 +48,16 @@ def main(argv: list[str] | None = None) -> None:
 
         start = time.time()
         unet, history = train(unet.to(device()), objective, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                              lr=cfg["lr"], seed=args.seed, accumulate=cfg.get("accumulate", 1),
+                              lr=cfg["lr"], seed=run.seed, accumulate=cfg.get("accumulate", 1),
                               checkpoint_every=cfg.get("checkpoint_every", 0), on_checkpoint=checkpoint,
-                              desc=f"{args.method} s{args.seed}", log=log)
+                              desc=run.name, log=log)
         seconds = time.time() - start
-        summary = {"method": args.method, "seed": args.seed, "hyperparameters": cfg, "wall_time_s": round(seconds, 2)}
+        summary = {"run": run.name, "method": run.method, "seed": run.seed, "hyperparameters": cfg,
+                   "selection": objective.selection.describe() if hasattr(objective, "selection") else None,
+                   "wall_time_s": round(seconds, 2)}
         write_model(out, unet.cpu(), scheduler,
                     {"train_log.csv": history, "unlearn.json": json.dumps(summary, indent=2) + "\n"})
-    log.info("%s seed %d: %d steps in %.1f s", args.method, args.seed, cfg["steps"], seconds)
+    log.info("%s: %d steps in %.1f s", run.name, cfg["steps"], seconds)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import UserError, model_names, validate
+from pipeline.config import RUN_PATTERN, Run, UserError, model_names, runs, validate
 
 try:
     validate(config, "params.yaml")
@@ -32,7 +32,15 @@ def tracked(*keys):
 
 
 def report_outputs():
-    return expand("report/{name}", name=["table.csv", "table.md", "samples.png"])
+    sweep = config["experiment"].get("sweep") or {}
+    figures = ["samples.png", *(["sweep.png"] if sweep.get("methods") else [])]
+    return expand("report/{name}", name=["table.csv", "table.md", *figures])
+
+
+def diagnostics_outputs():
+    """Diagnostics of the runs of experiment.methods x seeds (not of every sweep cell)."""
+    main_runs = [run.name for run in runs(config) if run.window is None and run.radius is None]
+    return expand("diagnostics/{run}.{ext}", run=main_runs, ext=["json", "png"])
 
 
 def data_inputs(wildcards):
@@ -41,3 +49,19 @@ def data_inputs(wildcards):
     base = rules.fetch_mnist.output[0] if source["kind"] == "mnist" else source["path"]
     files = [item["image"] for item in config["data"]["inject"] if item["image"] != "tshirt"]
     return {"base": base, "forget_images": files}
+
+
+def forget_inputs(wildcards):
+    """The training set, and the pretrained model when the forget set is what that model reproduces."""
+    inputs = {"data": rules.data.output[0]}
+    if config["forget"]["strategy"] == "memorized":
+        inputs["model"] = rules.pretrain.output[0]
+    return inputs
+
+
+def knn_inputs(wildcards):
+    """The training set, the forget set, and the encoder of a latent or embedding space."""
+    inputs = {"data": rules.data.output[0], "forget": rules.select_forget.output.npz}
+    if config["knn"]["space"] != "pixels":
+        inputs["encoder"] = config["knn"]["encoder"]
+    return inputs

@@ -29,27 +29,29 @@ rule data:
 
 rule select_forget:
     input:
-        data=rules.data.output[0],
+        unpack(forget_inputs),
     output:
         npz="data/forget.npz",
+        table="data/forget.csv",
         png="data/forget.png",
     params:
         tracked=tracked("forget"),
+        model=lambda wildcards, input: f"--model {input.model} " if "model" in input.keys() else "",
     log:
         "logs/select_forget.log",
+    threads: workflow.cores if config["forget"]["strategy"] == "memorized" else 1  # it samples the model
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.forget --params params.yaml --data {input.data} --out {output.npz} "
-        "--png {output.png} --log {log}"
+        "python -m pipeline.forget --params params.yaml --data {input.data} {params.model}--out {output.npz} "
+        "--table {output.table} --png {output.png} --log {log}"
 
 
 rule knn:
     input:
-        data=rules.data.output[0],
-        forget=rules.select_forget.output.npz,
+        unpack(knn_inputs),
     output:
-        index="data/retain.faiss",
+        index=directory("data/retain_index"),
         npz="data/knn.npz",
         png="data/knn.png",
     params:

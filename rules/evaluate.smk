@@ -1,4 +1,4 @@
-# Stages 6-8: samples and metrics of every model, and the report over all of them.
+# Stages 6-9: samples and metrics of every model, diagnostics of every unlearning run, and the report.
 
 
 rule sample:
@@ -24,7 +24,6 @@ rule metrics:
         samples=rules.sample.output.npz,
         data=rules.data.output[0],
         forget=rules.select_forget.output.npz,
-        knn=rules.knn.output.npz,
     output:
         "metrics/{model}.json",
     params:
@@ -35,7 +34,28 @@ rule metrics:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline.metrics --params params.yaml --samples {input.samples} --data {input.data} "
-        "--forget {input.forget} --knn {input.knn} --model-name {wildcards.model} --out {output} --log {log}"
+        "--forget {input.forget} --model-name {wildcards.model} --out {output} --log {log}"
+
+
+rule diagnostics:
+    input:
+        pretrained=rules.pretrain.output[0],
+        model="models/{run}",
+        data=rules.data.output[0],
+        forget=rules.select_forget.output.npz,
+    output:
+        json="diagnostics/{run}.json",
+        png="diagnostics/{run}.png",
+    params:
+        tracked=tracked("diagnostics"),
+    log:
+        "logs/diagnostics/{run}.log",
+    threads: workflow.cores  # torch uses every core: see pipeline.models.device
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.diagnostics --params params.yaml --pretrained {input.pretrained} --model {input.model} "
+        "--data {input.data} --forget {input.forget} --out {output.json} --png {output.png} --log {log}"
 
 
 rule report:
@@ -49,4 +69,5 @@ rule report:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.report --metrics {input.metrics} --samples {input.samples} --out-dir report --log {log}"
+        "python -m pipeline.report --params params.yaml --metrics {input.metrics} --samples {input.samples} "
+        "--out-dir report --log {log}"

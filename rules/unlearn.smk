@@ -1,4 +1,4 @@
-# Stage 5: one job per method x seed of `experiment` in params.yaml.
+# Stage 5: one job per run of `experiment` in params.yaml: method x seed, and the cells of its sweep.
 
 
 rule unlearn:
@@ -8,15 +8,15 @@ rule unlearn:
         knn=rules.knn.output.npz,
         model=rules.pretrain.output[0],
     output:
-        directory("models/{method}-s{seed}"),
+        directory("models/{run}"),
     params:
-        tracked=lambda w: tracked(f"methods.{w.method}"),
+        tracked=lambda w: tracked(f"methods.{Run.parse(w.run).method}"),
     log:
-        "logs/unlearn/{method}-s{seed}.log",
+        "logs/unlearn/{run}.log",
     threads: workflow.cores  # torch uses every core: see pipeline.models.device
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.unlearn --params params.yaml --method {wildcards.method} --seed {wildcards.seed} "
+        "python -m pipeline.unlearn --params params.yaml --run {wildcards.run} "
         "--data {input.data} --forget {input.forget} --knn {input.knn} --model {input.model} "
         "--out {output} --log {log}"

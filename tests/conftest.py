@@ -29,6 +29,20 @@ def scheduler(params):
     return build_scheduler(params)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: tiny models are slower with more, badly so on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def alpha_bar(t, T: int = 1000):
+    """DDPM's alpha_bar_t for linear betas 1e-4 -> 0.02 over T steps, from the formula, float64."""
+    return np.cumprod(1 - np.linspace(1e-4, 0.02, T, dtype=np.float64))[np.asarray(t)]
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

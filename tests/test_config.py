@@ -41,6 +41,15 @@ def error_of(params) -> str:
         (lambda p: p["model"].update(source="pretrained"), "model.pretrained: required"),
         (lambda p: p["forget"].update(strategy="label"), "forget.label: required"),
         (lambda p: p["model"]["unet"].update(attention=[True]), "model.unet.attention: needs one entry per"),
+        (lambda p: p["forget"].update(strategy="files"), "forget.files: required"),
+        (lambda p: p["forget"].update(strategy="memorized"), "forget.memorized: required"),
+        (lambda p: p["forget"].update(strategy="random"), "forget.random: required"),
+        (lambda p: p["forget"].update(strategy="everything"), "forget.strategy: got 'everything', expected one of"),
+        (lambda p: p["forget"].update(duplicated={"threshold": 0.1, "min_size": 1, "max_clusters": 2}),
+         "forget.duplicated.min_size: 1 is less than the minimum of 2"),
+        (lambda p: p["knn"]["index"].update(kind="lsh"), "knn.index.kind: got 'lsh', expected one of"),
+        (lambda p: p["knn"].update(k=0), "knn.k: 0 is less than the minimum of 1"),
+        (lambda p: p["knn"].update(space="latent"), "knn.encoder: required when knn.space is 'latent'"),
     ],
 )
 def test_bad_params_name_the_key(params, edit, expected):
@@ -62,3 +71,93 @@ def test_load_params_names_the_file(tmp_path):
     listy.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(UserError, match="expected a mapping"):
         load_params(listy)
+
+
+# --- run names and the time/frequency sweep ----------------------------------------------------------
+
+import re  # noqa: E402
+
+from pipeline.config import RUN_PATTERN, Run, runs  # noqa: E402
+
+NAMED_RUNS = [
+    ("retrack-s0", Run("retrack", 0)),
+    ("siss_no_is+t250-750-s3", Run("siss_no_is", 3, (250, 750))),
+    ("retrack+r2-s1", Run("retrack", 1, None, 2.0)),
+    ("retrack+t0-499+r2.5-s0", Run("retrack", 0, (0, 499), 2.5)),
+]
+
+
+@pytest.mark.parametrize("name, run", NAMED_RUNS)
+def test_run_name_round_trip(name, run):
+    parsed = Run.parse(name)
+    assert (parsed.method, parsed.seed, parsed.window, parsed.radius) == (run.method, run.seed, run.window, run.radius)
+    assert parsed == run
+    assert parsed.name == name
+    assert run.name == name
+    assert re.fullmatch(RUN_PATTERN, name)
+
+
+@pytest.mark.parametrize("bad", ["retrack", "retrack-s", "Retrack-s0", "retrack+t5-s0", "retrack+r-s0",
+                                 "retrack+r2+t0-4-s0", "retrack-s0x", "retrack s0", "retrack+t1-2+r3-s-1"])
+def test_run_parse_rejects_bad_names(bad):
+    with pytest.raises(UserError, match="not a run name"):
+        Run.parse(bad)
+    assert not re.fullmatch(RUN_PATTERN, bad)
+
+
+def test_run_hyperparameters(params):
+    original = copy.deepcopy(params)
+    assert Run("retrack", 0).hyperparameters(params) == params["methods"]["retrack"]
+    own = copy.deepcopy(params)
+    own["methods"]["retrack"].update(time={"window": [10, 20], "soft": 3.0}, frequency={"radius": 1.0})
+    assert Run("retrack", 0).hyperparameters(own) == own["methods"]["retrack"]  # the plain run keeps its own
+    cell = Run("retrack", 1, (0, 499), 2.0).hyperparameters(own)
+    assert cell == {**params["methods"]["retrack"], "time": {"window": [0, 499], "soft": None},
+                    "frequency": {"radius": 2.0, "radius_at_T": None}}
+    assert Run("retrack", 1, (0, 499)).hyperparameters(own) == {
+        **params["methods"]["retrack"], "time": {"window": [0, 499], "soft": None}, "frequency": None}
+    assert Run("retrack", 1, None, 3.0).hyperparameters(own) == {
+        **params["methods"]["retrack"], "time": None, "frequency": {"radius": 3.0, "radius_at_T": None}}
+    assert params == original  # nothing mutated
+    own["methods"]["retrack"] = cell
+    validate(own)
+
+
+def sweep_params(params):
+    p = copy.deepcopy(params)
+    p["experiment"].update(seeds=[0, 1], sweep={"methods": ["retrack"], "windows": [None, [0, 499]],
+                                                "radii": [None, 2]})
+    return p
+
+
+def test_runs_and_model_names_with_a_sweep(params):
+    p = validate(sweep_params(params))
+    assert model_names(p) == [
+        "pretrained", "retrained", "naive-s0", "naive-s1", "retrack-s0", "retrack-s1",
+        "retrack+r2-s0", "retrack+r2-s1",
+        "retrack+t0-499-s0", "retrack+t0-499-s1",
+        "retrack+t0-499+r2-s0", "retrack+t0-499+r2-s1",
+    ]
+    assert [r.name for r in runs(p)] == model_names(p)[2:]
+    assert all(re.fullmatch(RUN_PATTERN, r.name) for r in runs(p))
+    assert all(Run.parse(r.name) == r for r in runs(p))
+
+
+def test_sweep_of_a_method_outside_experiment_methods(params):
+    p = sweep_params(params)
+    p["experiment"]["sweep"].update(methods=["neggrad"], windows=[None], radii=[None, 1.5])
+    assert model_names(validate(p)) == ["pretrained", "retrained", "naive-s0", "naive-s1", "retrack-s0",
+                                        "retrack-s1", "neggrad-s0", "neggrad-s1", "neggrad+r1.5-s0",
+                                        "neggrad+r1.5-s1"]
+
+
+def test_bad_sweep_names_the_key(params):
+    p = sweep_params(params)
+    p["experiment"]["sweep"]["methods"] = ["naive"]
+    assert "experiment.sweep.methods" in error_of(p)
+    p = sweep_params(params)
+    p["experiment"]["sweep"]["windows"] = [None, [0, 1000]]
+    assert "experiment.sweep.windows" in error_of(p)
+    p = sweep_params(params)
+    p["experiment"]["sweep"]["windows"] = [[500, 400]]
+    assert "experiment.sweep.windows" in error_of(p)

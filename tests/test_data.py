@@ -114,9 +114,10 @@ def labelled_folder(root: Path) -> list[int]:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_folder_images_labels_from_subfolders(tmp_path, channels):
     levels = labelled_folder(tmp_path / "imgs")
-    images, labels = folder_images(tmp_path / "imgs", 6, channels)
+    images, labels, names = folder_images(tmp_path / "imgs", 6, channels)
     assert images.dtype == np.uint8 and images.shape == (4, channels, 6, 6)
     assert labels.tolist() == [0, 0, 1, 1]
+    assert names.tolist() == ["cat/a.png", "cat/b.jpg", "dog/c.png", "dog/d.jpg"]
     for image, level in zip(images, levels):
         assert np.abs(image.astype(int) - level).max() <= 3  # JPEG may move a solid grey slightly
 
@@ -124,8 +125,9 @@ def test_folder_images_labels_from_subfolders(tmp_path, channels):
 def test_folder_images_flat_folder_is_unlabelled(tmp_path):
     for i in range(3):
         solid(tmp_path / f"{i}.png", (5, 5), 50 * i, "L")
-    images, labels = folder_images(tmp_path, 4, 1)
+    images, labels, names = folder_images(tmp_path, 4, 1)
     assert images.shape == (3, 1, 4, 4)
+    assert names.tolist() == ["0.png", "1.png", "2.png"]
     assert labels.tolist() == [-1, -1, -1]
     assert [int(im.max()) for im in images] == [0, 50, 100]
 
@@ -225,6 +227,8 @@ def test_build_training_set_injects_copies(tmp_path, params):
     assert images.shape == (4 + 5, 1, 8, 8) and images.dtype == np.uint8
     assert injected.tolist() == [-1] * 4 + [0] * 3 + [1] * 2
     assert labels.tolist() == [0, 0, 1, 1] + [-1] * 5
+    names = ["cat/a.png", "cat/b.jpg", "dog/c.png", "dog/d.jpg"] + ["tshirt"] * 3 + [str(png)] * 2
+    assert train["names"].tolist() == names
     for rows in ([4, 5, 6], [7, 8]):
         assert all(images[r].tobytes() == images[rows[0]].tobytes() for r in rows)
     assert images[4].tobytes() != images[7].tobytes()
@@ -256,6 +260,7 @@ def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
     assert not np.array_equal(a["images"][:10], c["images"][:10])
     pos = subset_of(values, a["images"][:10])
     assert len(set(pos.tolist())) == 10 and np.all(np.diff(pos) > 0)  # distinct, in folder order
+    assert a["names"].tolist() == [f"{i:02d}.png" for i in pos] + ["tshirt"] * 2  # names follow their rows
     no_limit = build_training_set(folder_params(params, folder, inject, limit=None), folder)
     assert (no_limit["injected"] == -1).sum() == 30
     big_limit = build_training_set(folder_params(params, folder, inject, limit=100), folder)

@@ -18,6 +18,7 @@ from pipeline.methods import (
     rescaled_difference,
 )
 from pipeline.training import Batch, BatchSource, step_direction, train
+from tests.conftest import alpha_bar
 
 
 class LinearNet(torch.nn.Module):
@@ -31,12 +32,6 @@ class LinearNet(torch.nn.Module):
     def forward(self, x, t):
         out = self.w * x + self.b * (t.float() / 1000).view(-1, 1, 1, 1)
         return type("Out", (), {"sample": out})()
-
-
-def alpha_bar(t):
-    """Linear betas 1e-4 -> 0.02 over 1000 steps, from the formula."""
-    betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
-    return np.cumprod(1 - betas)[t]
 
 
 def test_ddpm_loss_matches_formula(scheduler):

@@ -66,17 +66,18 @@ def test_pca_frechet_distance_matches_formula(rng):
 def test_evaluate_leaves_reproductions_out_of_quality(params, rng):
     images = rng.integers(0, 256, size=(60, 1, 4, 4), dtype=np.uint8)
     images[50:] = images[50]  # ten copies of one forget image
-    train = {"images": images, "labels": np.zeros(60, dtype=np.int64), "injected": np.r_[np.full(50, -1), np.zeros(10)]}
+    train = {"images": images, "labels": np.zeros(60, dtype=np.int64), "injected": np.r_[np.full(50, -1), np.zeros(10)],
+             "names": np.array([f"{i}" for i in range(60)])}
     forget = {"rows": np.arange(50, 60), "group": np.zeros(10, dtype=np.int64), "distinct": np.array([50])}
     forget_image = images[50].astype(np.float32) / 255
     nearest = min(np.linalg.norm(images[i] / 255 - forget_image) for i in range(50))
-    knn = {"neighbours": np.zeros((1, 4), dtype=np.int64), "distances": np.array([[nearest] * 4])}
     params["metrics"]["quality"] = {"pca_dims": 4, "n_reference": 50}
     copies = np.repeat(forget_image[None], 3, axis=0)
     others = images[:20].astype(np.float32) / 255
-    result = evaluate(params, np.concatenate([copies, others]), train, forget, knn)
+    result = evaluate(params, np.concatenate([copies, others]), train, forget)
     rep = result["forget_reproduction"]
     assert rep["count"] == 3 and rep["rate"] == pytest.approx(3 / 23)
-    assert rep["per_image"][0]["threshold"] == pytest.approx(0.87 * nearest)
+    assert rep["per_image"][0]["nearest_retain_distance"] == pytest.approx(nearest, rel=1e-5)
+    assert rep["per_image"][0]["threshold"] == pytest.approx(0.87 * nearest, rel=1e-5)
     assert result["quality"]["n_samples_used"] == 20
     assert np.isfinite(result["quality"]["value"])

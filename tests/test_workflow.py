@@ -78,7 +78,7 @@ def test_snakemake_lint_is_clean():
 def test_snakemake_runs_the_whole_experiment(snakemake_run):
     w = snakemake_run
     params = yaml.safe_load((w / "params.yaml").read_text())
-    models = ["pretrained", "retrained", "naive-s0", "retrack-s0"]
+    models = ["pretrained", "retrained", "naive-s0", "retrack-s0", "siss+r2-s0", "siss+t0-499+r2-s0"]
     for name in models:
         pipe = DDPMPipeline.from_pretrained(w / "models" / name)
         assert pipe.unet.config.sample_size == params["data"]["resolution"]
@@ -99,7 +99,25 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
     assert "retrack" in (w / "report/table.md").read_text()
     for png in ["report/samples.png", "data/knn.png", "data/forget.png", "samples/pretrained.png"]:
         assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cell = json.loads((w / "models/siss+t0-499+r2-s0/unlearn.json").read_text())
+    assert cell["selection"] == {"window": [0, 499], "soft": None, "radius": 2, "radius_at_T": None}
+    for name in models[2:4]:
+        assert json.loads((w / f"diagnostics/{name}.json").read_text())["buckets"][1]["t_range"] == [500, 999]
+    for png in ["report/sweep.png", "diagnostics/retrack-s0.png"]:
+        assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (w / "data/forget.csv").read_text().splitlines()[:2] == ["row,name,label,copies", "300,tshirt,-1,30"]
+    assert json.loads((w / "data/retain_index/index.json").read_text())["ntotal"] == 300
     assert not list(w.rglob(".*.tmp-*")), "a temporary file was left behind"
+
+
+def test_memorized_forget_set_is_selected_from_the_pretrained_model(tmp_path):
+    w = make_workdir(tmp_path)
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    params["forget"] = {"strategy": "memorized", "memorized": {"samples": 8, "steps": 2, "batch_size": 8, "seed": 1,
+                                                               "threshold": 0.5, "min_count": 2, "max_images": 3}}
+    (w / "params.yaml").write_text(yaml.safe_dump(params))
+    plan = snakemake(w, "--dry-run", "--printshellcmds", "data/forget.npz").stdout
+    assert "rule pretrain:" in plan and "--model models/pretrained --out data/forget.npz" in plan
 
 
 def test_second_run_has_nothing_to_do(snakemake_run):
@@ -143,7 +161,8 @@ def test_changed_method_param_reruns_only_its_branch(snakemake_run):
     snakemake(w)
     after = output_mtimes(w)
     changed = {f for f in after if after[f] != before.get(f)}
-    expected_prefixes = ("models/retrack-s0/", "samples/retrack-s0.", "metrics/retrack-s0.", "report/")
+    expected_prefixes = ("models/retrack-s0/", "samples/retrack-s0.", "metrics/retrack-s0.", "diagnostics/retrack-s0.",
+                         "report/")
     assert changed and all(f.startswith(expected_prefixes) for f in changed), sorted(changed)
     assert {"metrics/retrack-s0.json", "report/table.csv"} <= changed
     assert "Nothing to be done" in snakemake(w, "--dry-run").stdout
