@@ -4,7 +4,8 @@ Snakemake is the source: its DAG for the current params.yaml (every job, forced)
 stage per job with the very same shell command, inputs (``deps``) and outputs (``outs``). The
 params.yaml sections a rule tracks (its ``params: tracked=...``) become the stage's ``params``,
 so ``dvc repro`` reruns exactly what Snakemake would rerun after an edit of params.yaml. Each
-stage also depends on its own module under ``pipeline/``.
+stage also depends on its own module under ``pipeline/`` and every ``pipeline`` module that one
+imports, so a change of code reruns what it can affect.
 
     python -m pipeline.workflow           # rewrite dvc.yaml
     python -m pipeline.workflow --check   # exit 1 if dvc.yaml is not current (tests, CI)
@@ -16,6 +17,7 @@ hyperparameters need nothing, DVC reads their values from params.yaml.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import difflib
 import io
@@ -54,10 +56,25 @@ def stage_name(job) -> str:
     return str(log.relative_to("logs").with_suffix("")).replace("/", "-")
 
 
+def pipeline_modules(name: str, seen: set[str] | None = None) -> set[str]:
+    """The module ``pipeline.<name>`` and every ``pipeline`` module it imports at module level,
+    directly or not: the code a stage's results depend on. (Imports inside functions are left out:
+    config.py imports the methods only to validate their params, and a change of a loss must not
+    rerun the data stages.)"""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return seen
+    seen.add(name)
+    for node in ast.parse((Path(__file__).parent / f"{name}.py").read_text()).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+            pipeline_modules(node.module.split(".")[1], seen)
+    return seen
+
+
 def stage(job) -> dict:
     """The DVC stage of one Snakemake job."""
     module = re.search(r"python -m pipeline\.(\w+)", job.shellcmd)
-    code = [f"pipeline/{module.group(1)}.py"] if module else []
+    code = sorted(f"pipeline/{m}.py" for m in pipeline_modules(module.group(1))) if module else []
     entry: dict = {"cmd": job.shellcmd.strip(), "deps": [*map(str, job.input), *code]}
     tracked = job.params.get("tracked") if "tracked" in job.params.keys() else None
     if tracked:
