@@ -42,7 +42,7 @@ from pipeline.artifacts import save_npz, save_text, setup_logging, to_csv
 from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import group_identical, load_training_set
 from pipeline.images import grid, save_labelled_grid, save_png, to_float
-from pipeline.knn import exact_search, nearest_other, pixel_vectors, range_pairs
+from pipeline.knn import exact_search, nearest_other, range_pairs, temporary_vectors
 from pipeline.models import device, load_model
 from pipeline.sampling import sample
 
@@ -111,7 +111,7 @@ def select_memorized(cfg: dict, images: np.ndarray, samples: np.ndarray) -> Sele
     distinct = DistinctImages.of(images)
     if len(distinct.first) < 2:
         raise UserError("forget.strategy 'memorized' needs at least two distinct training images")
-    with pixel_vectors(images[distinct.first]) as vectors:
+    with temporary_vectors(images[distinct.first]) as vectors:
         d_nn = nearest_other(vectors)
         pos, dist = exact_search(vectors, samples.reshape(len(samples), -1), 1)
     nearest, dist = pos[:, 0], dist[:, 0]
@@ -139,7 +139,7 @@ def select_duplicated(cfg: dict, images: np.ndarray) -> Selection:
     distinct = DistinctImages.of(images)
     if len(distinct.first) < 2:
         raise UserError("forget.strategy 'duplicated' needs at least two distinct training images")
-    with pixel_vectors(images[distinct.first]) as vectors:
+    with temporary_vectors(images[distinct.first]) as vectors:
         radius = cfg["threshold"] * float(np.median(nearest_other(vectors)))
         first, second = range_pairs(vectors, radius)
     m = len(distinct.first)

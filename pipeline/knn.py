@@ -34,11 +34,12 @@ from typing import Iterator
 import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import range_ground_truth
+from tqdm import tqdm
 
 from pipeline.artifacts import atomic_path, load_npz, save_npz, setup_logging
 from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_forget_set, load_training_set, retain_rows
-from pipeline.embeddings import embed, encoder, pixels
+from pipeline.embeddings import Encoder, embed, encoder, pixels
 from pipeline.images import save_labelled_grid, to_float
 
 logging.getLogger("faiss").setLevel(logging.WARNING)  # faiss.contrib logs one line per block
@@ -51,15 +52,21 @@ APPROXIMATE = {"ivf": "IVF{nlist},Flat", "hnsw": "HNSW{hnsw_m}", "ivfpq": "IVF{n
 
 
 @contextlib.contextmanager
-def pixel_vectors(images: np.ndarray) -> Iterator[np.ndarray]:
-    """uint8 images (N, C, H, W) as [0, 1] pixel vectors (N, C*H*W) in a temporary memory-mapped file."""
+def temporary_vectors(images: np.ndarray, encode: Encoder = pixels, batch_size: int = 256) -> Iterator[np.ndarray]:
+    """uint8 images (N, C, H, W) encoded (by default as [0, 1] pixel vectors (N, C*H*W)) into a
+    temporary memory-mapped file."""
     with tempfile.TemporaryDirectory() as tmp:
-        yield embed(images, pixels, Path(tmp) / "vectors.npy", desc="pixels")
+        yield embed(images, encode, Path(tmp) / "vectors.npy", batch_size, desc="encode")
+
+
+def rows_per_block(vectors: np.ndarray, block_rows: int | None = None) -> int:
+    """``block_rows``, or as many float32 rows of ``vectors`` as fill :data:`BLOCK_BYTES`."""
+    return block_rows or max(1, BLOCK_BYTES // (4 * vectors.shape[1]))
 
 
 def blocks(vectors: np.ndarray, block_rows: int | None = None) -> Iterator[np.ndarray]:
     """Consecutive row blocks of ``vectors`` (an array or memory map), as contiguous float32."""
-    block_rows = block_rows or max(1, BLOCK_BYTES // (4 * vectors.shape[1]))
+    block_rows = rows_per_block(vectors, block_rows)
     for start in range(0, len(vectors), block_rows):
         yield np.ascontiguousarray(vectors[start:start + block_rows], dtype=np.float32)
 
@@ -102,7 +109,7 @@ def range_pairs(vectors: np.ndarray, radius: float, block_rows: int | None = Non
     (both orders), by exhaustive range search in blocks of queries and of vectors."""
     firsts, seconds = [], []
     start = 0
-    for queries in blocks(vectors, block_rows):
+    for queries in _progress(blocks(vectors, block_rows), vectors, block_rows, "range search"):
         lims, _, found = range_ground_truth(queries, blocks(vectors, block_rows), radius**2, ngpu=gpus())
         query = start + np.repeat(np.arange(len(queries)), np.diff(lims.astype(np.int64)))
         keep = query != found
@@ -112,10 +119,16 @@ def range_pairs(vectors: np.ndarray, radius: float, block_rows: int | None = Non
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
+def _progress(query_blocks: Iterator[np.ndarray], vectors: np.ndarray, block_rows: int | None, desc: str):
+    """A progress bar over blocks of queries, each a full scan of ``vectors``."""
+    total = -(-len(vectors) // rows_per_block(vectors, block_rows))
+    return tqdm(query_blocks, total=total, desc=desc, unit="block", mininterval=5)
+
+
 def nearest_other(vectors: np.ndarray, block_rows: int | None = None) -> np.ndarray:
     """For each row, the L2 distance to its nearest *other* row (rows must be distinct)."""
     out, start = [], 0
-    for queries in blocks(vectors, block_rows):
+    for queries in _progress(blocks(vectors, block_rows), vectors, block_rows, "nearest neighbours"):
         pos, dist = exact_search(vectors, queries, 2, block_rows)
         self_first = pos[:, 0] == start + np.arange(len(queries))
         out.append(np.where(self_first, dist[:, 1], dist[:, 0]))
@@ -198,12 +211,12 @@ def check_params(cfg: dict, n_retain: int) -> None:
         raise UserError(f"knn.k: {cfg['k']} neighbours asked for, but the retain set has only {n_retain} images")
 
 
-def build_index(directory: Path, images: np.ndarray, retain: np.ndarray, cfg: dict) -> tuple[np.ndarray, dict]:
-    """Write the retain set's vectors, their rows and (approximate kinds) the faiss index into
-    ``directory``; return the memory-mapped vectors and the index's description."""
+def build_index(directory: Path, images: np.ndarray, retain: np.ndarray, cfg: dict, encode: Encoder) -> dict:
+    """Write the retain set's vectors (by ``encode``), their rows and (approximate kinds) the faiss
+    index into ``directory``; return the index's description."""
     start = time.time()
-    vectors = embed(images[retain], encoder(cfg["space"], cfg.get("encoder")), directory / "vectors.npy",
-                    cfg.get("batch_size", 256), desc="encode retain set")
+    vectors = embed(images[retain], encode, directory / "vectors.npy", cfg["batch_size"],
+                    desc="encode retain set")
     np.save(directory / "rows.npy", retain)
     kind = cfg["index"]["kind"]
     info = {"kind": kind, "space": cfg["space"], "encoder": cfg.get("encoder"), "ntotal": len(vectors),
@@ -217,7 +230,7 @@ def build_index(directory: Path, images: np.ndarray, retain: np.ndarray, cfg: di
         info[f"recall_at_{k}"] = recall_at_k(vectors, approx, k, info["recall_queries"])
     info["build_seconds"] = round(time.time() - start, 3)
     (directory / "index.json").write_text(json.dumps(info, indent=2) + "\n")
-    return vectors, info
+    return info
 
 
 def open_index(directory: str | Path) -> tuple[dict, np.ndarray, np.ndarray, ApproximateIndex | None]:
@@ -235,20 +248,14 @@ def open_index(directory: str | Path) -> tuple[dict, np.ndarray, np.ndarray, App
     return info, vectors, rows, approx
 
 
-def neighbours(directory: str | Path, query_images: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of X and distances of the k nearest indexed images of each query image (uint8)."""
-    info, vectors, rows, approx = open_index(directory)
-    encode = encoder(info["space"], info["encoder"])
-    queries = np.concatenate([encode(b).numpy() for b in _float_batches(query_images, cfg.get("batch_size", 256))])
-    pos, dist = approx.search(queries, k) if approx else exact_search(vectors, queries, k)
+def neighbours(directory: str | Path, query_images: np.ndarray, k: int, encode: Encoder,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of X and distances of the k nearest indexed images of each query image (uint8),
+    the queries encoded by ``encode``, the encoder the index was built with."""
+    _, vectors, rows, approx = open_index(directory)
+    with temporary_vectors(query_images, encode, batch_size) as queries:
+        pos, dist = approx.search(queries, k) if approx else exact_search(vectors, queries, k)
     return rows[pos], dist
-
-
-def _float_batches(images: np.ndarray, batch_size: int):
-    import torch
-
-    for start in range(0, len(images), batch_size):
-        yield torch.from_numpy(to_float(images[start:start + batch_size]))
 
 
 def load_knn(path) -> dict[str, np.ndarray]:
@@ -264,9 +271,10 @@ def main(argv: list[str] | None = None) -> None:
     forget = load_forget_set(args.forget)
     retain = retain_rows(len(images), forget["rows"])
     check_params(cfg, len(retain))
+    encode = encoder(cfg["space"], cfg["encoder"])  # loaded once: a VAE or a TorchScript model
     with atomic_path(args.index, directory=True) as tmp:
-        _, info = build_index(tmp, images, retain, cfg)
-    found, dist = neighbours(args.index, images[forget["distinct"]], cfg["k"], cfg)
+        info = build_index(tmp, images, retain, cfg, encode)
+    found, dist = neighbours(args.index, images[forget["distinct"]], cfg["k"], encode, cfg["batch_size"])
     save_npz(args.out, neighbours=found, distances=dist)
     shown = np.concatenate([np.concatenate([[f], n]) for f, n in zip(forget["distinct"][:16], found)])
     save_labelled_grid(args.png, to_float(images[shown]), cfg["k"] + 1,

@@ -25,7 +25,7 @@ from pipeline.artifacts import save_json, setup_logging
 from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import load_forget_set, load_training_set, retain_rows
 from pipeline.images import to_float
-from pipeline.knn import exact_search, pixel_vectors
+from pipeline.knn import exact_search, temporary_vectors
 from pipeline.sampling import load_samples
 
 
@@ -41,7 +41,7 @@ def thresholds(cfg: dict, nearest_retain: np.ndarray) -> tuple[np.ndarray, str]:
 
 def nearest_retain_distance(images: np.ndarray, forget: dict) -> np.ndarray:
     """For each distinct forget image, the L2 distance in [0, 1] pixel space to its nearest retain image."""
-    with pixel_vectors(images[retain_rows(len(images), forget["rows"])]) as retain:
+    with temporary_vectors(images[retain_rows(len(images), forget["rows"])]) as retain:
         _, dist = exact_search(retain, flat_float(to_float(images[forget["distinct"]])), 1)
     return dist[:, 0]
 

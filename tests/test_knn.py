@@ -14,9 +14,9 @@ from pipeline.knn import (
     exact_search,
     main,
     nearest_other,
-    pixel_vectors,
     range_pairs,
     recall_at_k,
+    temporary_vectors,
 )
 
 
@@ -81,9 +81,9 @@ def test_exact_search_k_larger_than_vectors_is_user_error(rng):
         exact_search(data, data[:1], 6)
 
 
-def test_pixel_vectors_scale_to_unit_interval():
+def test_temporary_vectors_scale_to_unit_interval():
     images = np.array([[[[0, 255], [51, 102]]], [[[255, 0], [0, 51]]]], dtype=np.uint8)
-    with pixel_vectors(images) as out:
+    with temporary_vectors(images) as out:
         assert out.dtype == np.float32 and out.shape == (2, 4)
         np.testing.assert_allclose(out, [[0.0, 1.0, 0.2, 0.4], [1.0, 0.0, 0.0, 0.2]], rtol=1e-6)
 
