@@ -5,6 +5,9 @@
 configfile: "params.yaml"
 
 
+report: "rules/captions/workflow.rst"
+
+
 include: "rules/common.smk"
 
 

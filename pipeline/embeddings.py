@@ -57,14 +57,19 @@ def latent_encoder(path: str | Path) -> Encoder:
     return encode
 
 
-def torchscript_encoder(path: str | Path) -> Encoder:
+def load_torchscript(path: str | Path, missing: str) -> torch.jit.ScriptModule:
+    """A TorchScript module in eval mode; ``missing``: what the error says a missing file should be."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: embedding model not found (knn.encoder: a TorchScript file)")
+        raise UserError(f"{path}: {missing}")
     try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        return torch.jit.load(str(path), map_location="cpu").eval()
     except RuntimeError as exc:
         raise UserError(f"{path}: not a TorchScript file ({exc})") from exc
+
+
+def torchscript_encoder(path: str | Path) -> Encoder:
+    module = load_torchscript(path, "embedding model not found (knn.encoder: a TorchScript file)")
 
     @torch.no_grad()
     def encode(images: torch.Tensor) -> torch.Tensor:

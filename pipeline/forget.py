@@ -215,7 +215,8 @@ def memorization_samples(params: dict, model: str | None) -> np.ndarray | None:
         raise UserError("forget.strategy 'memorized' needs the pretrained model (--model)")
     cfg = params["forget"]["memorized"]
     unet, scheduler = load_model(model)
-    return sample(unet.to(device()).eval(), scheduler, cfg["samples"], cfg["steps"], cfg["batch_size"], cfg["seed"])
+    return sample(unet.to(device()).eval(), scheduler, cfg["samples"], cfg["steps"], cfg["batch_size"], cfg["seed"],
+                  precision=params["compute"]["precision"])
 
 
 @cli

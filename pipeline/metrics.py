@@ -1,31 +1,49 @@
-"""Stage 7, metrics: how much of the forget set a model reproduces, and how good its samples are.
+"""Stage 7, metrics: how much of the forget set a model still holds, and what forgetting cost.
 
-Forget reproduction (the "% T-shirt" of the SISS/ReTrack MNIST protocol): the share of samples
-whose L2 distance, in [0, 1] pixel space, to some distinct forget image a_j is below a threshold
-tau_j. The protocol's tau = 10 over 784 pixels sits at 0.87 of the T-shirt's distance to its
-nearest MNIST digit (11.49), so by default tau_j = 0.87 * d(a_j, nearest retain image): a sample
-counts only if it is clearly closer to a_j than anything the model was allowed to learn
-(``metrics.threshold.rule: relative``); ``absolute`` sets tau directly. The JSON says which.
+From the model's samples:
 
-Quality (a simple figure until FID/IS with a trained classifier arrive): the Frechet distance
-(Heusel et al. 2017) between samples and retain images in the space of the top ``pca_dims``
-principal components of the retain images, computed by torchmetrics' FID with that projection
-as its feature extractor. Samples counted as forget reproductions are left out, as in the
-reference protocol, so the figure measures the rest of the distribution.
+- Forget reproduction (the "% T-shirt" of the SISS/ReTrack MNIST protocol): the share of samples
+  whose L2 distance, in [0, 1] pixel space, to some distinct forget image a_j is below tau_j. The
+  protocol's tau = 10 over 784 pixels sits at 0.87 of the T-shirt's distance to its nearest MNIST
+  digit (11.49), so by default tau_j = 0.87 * d(a_j, nearest retain image)
+  (``metrics.threshold.rule: relative``); ``absolute`` sets tau directly. The JSON says which.
+- Nearest-neighbour memorization: the share of samples whose nearest distinct training image is a
+  forget image and lies much closer than the second nearest, d_1 < ``ratio`` * d_2 (a relative
+  distance test like that of training-data extraction, Carlini et al. 2023; identical copies count
+  as one image, or the test could never pass for a duplicated image).
+- Quality: FID and IS (:mod:`pipeline.quality`) of the samples that are not forget
+  reproductions, as in the reference protocol.
+
+From the model itself, for each distinct forget image: its NLL in bits/dim by the probability-flow
+ODE (:mod:`pipeline.likelihood`), the memorization probe at t = 250 with pixel and embedding
+similarity and the normalized SSCD (:mod:`pipeline.probes`, :mod:`pipeline.copydetect`), and the
+loss-based membership attack's AUC against held-out images. Cost: the wall time, steps and peak
+memory that the model's training or unlearning job recorded.
+
+Outputs: ``metrics/<model>.json``, and ``metrics/<model>.npz`` with the probe's noised images and
+reconstructions (``noised``, ``reconstructions``: (m, draws, C, H, W) in [0, 1]).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import faiss
 import numpy as np
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
 
-from pipeline.artifacts import save_json, setup_logging
-from pipeline.config import UserError, cli, load_params, stage_args
-from pipeline.data import load_forget_set, load_training_set, retain_rows
+from pipeline.artifacts import save_json, save_npz, setup_logging
+from pipeline.classifier import load_classifier
+from pipeline.config import UserError, cli, load_params, needs_classifier, stage_args
+from pipeline.copydetect import Embedding, classifier_embedding, normalized_sscd, sscd_embedding
+from pipeline.data import group_identical, load_forget_set, load_heldout_set, load_training_set, retain_rows
 from pipeline.images import to_float
-from pipeline.knn import exact_search, temporary_vectors
+from pipeline.knn import exact_search, load_knn, temporary_vectors
+from pipeline.likelihood import ProbabilityFlowNLL
+from pipeline.models import device, load_model
+from pipeline.probes import denoising_losses, membership_auc, reconstruct
+from pipeline.quality import flat_float, quality
 from pipeline.sampling import load_samples
 
 
@@ -64,38 +82,6 @@ def reproduction(samples: np.ndarray, forget_images: np.ndarray, tau: np.ndarray
     }
 
 
-def flat_float(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
-
-
-class PCAFeatures(torch.nn.Module):
-    """Projection of flattened [0, 1] images on the top ``dims`` principal components of a
-    reference set (a feature extractor for torchmetrics' Frechet distance)."""
-
-    def __init__(self, reference: np.ndarray, dims: int):
-        super().__init__()
-        x = flat_float(reference).astype(np.float64)
-        if dims > min(x.shape):
-            raise UserError(f"metrics.quality.pca_dims: {dims} is more than the {min(x.shape)} components "
-                            "that the reference images have")
-        mean = x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-        self.register_buffer("mean", torch.from_numpy(mean).float())
-        self.register_buffer("components", torch.from_numpy(vt[:dims]).float())
-        self.num_features = dims
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.flatten(1) - self.mean) @ self.components.T
-
-
-def frechet_distance(samples: np.ndarray, reference: np.ndarray, features: torch.nn.Module) -> float:
-    """||mu_s - mu_r||^2 + Tr(S_s + S_r - 2 (S_s S_r)^(1/2)) of the two feature distributions."""
-    fd = FrechetInceptionDistance(feature=features, normalize=True)
-    fd.update(torch.from_numpy(reference), real=True)
-    fd.update(torch.from_numpy(samples), real=False)
-    return float(fd.compute())
-
-
 def reference_images(params: dict, images: np.ndarray, forget_rows: np.ndarray) -> np.ndarray:
     """A seeded subset of ``metrics.quality.n_reference`` retain images, [0, 1] floats."""
     rows = retain_rows(len(images), forget_rows)
@@ -104,22 +90,35 @@ def reference_images(params: dict, images: np.ndarray, forget_rows: np.ndarray) 
     return to_float(images[rows])
 
 
-def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict) -> dict:
+def nn_memorization(samples: np.ndarray, images: np.ndarray, forget: dict, ratio: float) -> dict:
+    """Samples whose nearest distinct training image is a forget image, at d_1 < ratio * d_2."""
+    group, first = group_identical(images)
+    is_forget = np.isin(np.arange(len(first)), group[forget["rows"]])
+    with temporary_vectors(images[first]) as distinct:
+        pos, dist = exact_search(distinct, flat_float(samples), 2)
+    hits = is_forget[pos[:, 0]] & (dist[:, 0] < ratio * dist[:, 1])
+    return {"rate": float(hits.mean()), "count": int(hits.sum()), "ratio": ratio,
+            "description": "nearest distinct training image is a forget image and d1 < ratio x d2"}
+
+
+def evaluate_samples(params: dict, samples: np.ndarray, train: dict, forget: dict,
+                     classifier: torch.nn.Module | None) -> dict:
+    """Forget reproduction, nearest-neighbour memorization and quality of a model's samples."""
+    cfg = params["metrics"]
     images = train["images"]
     forget_images = to_float(images[forget["distinct"]])
     nearest_retain = nearest_retain_distance(images, forget)
-    tau, rule = thresholds(params["metrics"]["threshold"], nearest_retain)
+    tau, rule = thresholds(cfg["threshold"], nearest_retain)
     rep = reproduction(samples, forget_images, tau)
     kept = samples[~rep["hits"]]
     reference = reference_images(params, images, forget["rows"])
-    features = PCAFeatures(reference, params["metrics"]["quality"]["pca_dims"])
-    quality = frechet_distance(kept, reference, features) if len(kept) >= 2 else float("nan")
+    figures = quality(kept, reference, cfg["quality"], classifier)
     return {
         "n_samples": len(samples),
         "forget_reproduction": {
             "rate": rep["rate"],
             "count": rep["count"],
-            "threshold": {**params["metrics"]["threshold"], "derivation": rule},
+            "threshold": {**cfg["threshold"], "derivation": rule},
             "per_image": [
                 {"row": int(row), "threshold": float(t), "nearest_retain_distance": float(d),
                  "reproduced": c, "closest_sample_distance": float(m)}
@@ -127,28 +126,101 @@ def evaluate(params: dict, samples: np.ndarray, train: dict, forget: dict) -> di
                                            rep["per_image_count"], rep["per_image_closest"])
             ],
         },
-        "quality": {
-            "name": "pca_fd",
-            "value": quality,
-            "description": (f"Frechet distance between samples and {len(reference)} retain images, on their top "
-                            f"{features.num_features} principal components; lower is better; forget "
-                            "reproductions excluded"),
-            "n_samples_used": int(len(kept)),
-        },
+        "nn_memorization": nn_memorization(samples, images, forget, cfg["memorization"]["ratio"]),
+        "quality": {**figures, "description": figures["description"] + "; forget reproductions left out",
+                    "n_samples_used": int(len(kept))},
     }
+
+
+def copy_detection(embedding: Embedding, originals: torch.Tensor, recon: torch.Tensor, neighbours: torch.Tensor,
+                   unrelated: torch.Tensor) -> list[dict]:
+    """Per forget image: embedding similarity of its reconstructions and their nSSCD.
+    ``originals`` (m, C, H, W), ``recon`` (m, R, C, H, W), ``neighbours`` (m, K, C, H, W) and
+    ``unrelated`` (U, C, H, W), all in [0, 1]."""
+    unrelated_emb = embedding.embed(unrelated).numpy()
+    out = []
+    for x, r, n in zip(originals, recon, neighbours):
+        score = normalized_sscd(embedding.embed(r).numpy(), embedding.embed(x[None]).numpy()[0],
+                                embedding.embed(n).numpy(), unrelated_emb)
+        out.append({"similarity": float(score["similarity"].mean()), "nsscd": float(score["nsscd"].mean()),
+                    "plausibility": float(score["plausibility"].mean()), "chance": score["chance"],
+                    "neighbour_similarity": score["neighbour_similarity"]})
+    return out
+
+
+def evaluate_model(params: dict, unet, scheduler, train: dict, forget: dict, knn: dict, heldout: dict,
+                   embedding: Embedding) -> tuple[dict, dict]:
+    """NLL, memorization probe, copy detection and membership attack of each distinct forget
+    image; returns the figures and the probe's images ([0, 1])."""
+    cfg = params["metrics"]
+    originals = torch.from_numpy(to_float(train["images"][forget["distinct"]]))
+    x = originals * 2 - 1
+    nll = ProbabilityFlowNLL(**{k: cfg["nll"][k] for k in ("rtol", "atol", "eps", "seed")})(unet, scheduler, x)
+    noised, recon = reconstruct(unet, scheduler, x, **cfg["probe"])
+    noised, recon = (noised + 1) / 2, (recon + 1) / 2
+    pixel_l2 = (recon - originals[:, None]).flatten(2).norm(dim=2).mean(1)
+    n_unrelated = min(cfg["membership"]["nonmembers"], len(heldout["images"]))
+    unrelated = torch.from_numpy(to_float(heldout["images"][:n_unrelated]))
+    neighbours = torch.from_numpy(to_float(train["images"][knn["neighbours"]]))
+    copies = copy_detection(embedding, originals, recon, neighbours, unrelated)
+    members = denoising_losses(unet, scheduler, x, cfg["membership"]["draws"], cfg["membership"]["seed"])
+    nonmembers = denoising_losses(unet, scheduler, unrelated * 2 - 1, cfg["membership"]["draws"],
+                                  cfg["membership"]["seed"])
+    per_image = [{"row": int(row), "nll_bits_per_dim": float(b), "probe_pixel_l2": float(d), **c,
+                  "membership_loss": float(loss)}
+                 for row, b, d, c, loss in zip(forget["distinct"], nll["bits_per_dim"], pixel_l2, copies, members)]
+    figures = {
+        "nll": {"bits_per_dim": float(np.mean(nll["bits_per_dim"])), "nfe": nll["nfe"],
+                "description": "probability-flow ODE (RK45), Hutchinson trace, +7 bits/dim offset for [-1, 1] data"},
+        "probe": {"t": cfg["probe"]["t"], "pixel_l2": float(pixel_l2.mean()),
+                  "similarity": float(np.mean([c["similarity"] for c in copies])),
+                  "nsscd": float(np.mean([c["nsscd"] for c in copies])), "embedding": embedding.describe(),
+                  "fallback": embedding.fallback},
+        "membership": {"auc": membership_auc(members, nonmembers), "members": len(members),
+                       "nonmembers": len(nonmembers), "member_loss": float(members.mean()),
+                       "nonmember_loss": float(nonmembers.mean())},
+        "per_image": per_image,
+    }
+    return figures, {"noised": noised.numpy(), "reconstructions": recon.numpy()}
+
+
+def cost(model_dir: str | Path) -> dict:
+    """What the job that made the model recorded in ``cost.json`` (wall time, steps, peak memory);
+    nulls for a downloaded model."""
+    path = Path(model_dir) / "cost.json"
+    if not path.is_file():
+        return {"wall_time_s": None, "steps": None, "peak_rss_mib": None, "peak_cuda_mib": None}
+    return json.loads(path.read_text())
+
+
+def embedding_for(params: dict, classifier: torch.nn.Module | None) -> Embedding:
+    sscd = params["metrics"]["copy_detection"].get("sscd")
+    return sscd_embedding(sscd) if sscd else classifier_embedding(classifier)
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "samples", "data", "forget", "model-name", "out")
+    args = stage_args(argv, __doc__, "samples", "model", "data", "heldout", "forget", "knn", "model-name", "out",
+                      "npz", optional=("classifier",))
     params = load_params(args.params)
+    if needs_classifier(params) and not args.classifier:
+        raise UserError("--classifier: required by metrics.quality.features 'classifier' or by "
+                        "metrics.copy_detection.sscd null (the fallback embedding)")
     log = setup_logging(args.log)
-    result = evaluate(params, load_samples(args.samples), load_training_set(args.data),
-                      load_forget_set(args.forget))
-    save_json(args.out, {"model": args.model_name, **result})
-    log.info("%s: forget reproduction %.2f %% (%d / %d), quality (PCA-FD) %.3f", args.model_name,
-             100 * result["forget_reproduction"]["rate"], result["forget_reproduction"]["count"],
-             result["n_samples"], result["quality"]["value"])
+    classifier = load_classifier(args.classifier) if args.classifier else None
+    embedding = embedding_for(params, classifier)
+    train, forget = load_training_set(args.data), load_forget_set(args.forget)
+    unet, scheduler = load_model(args.model)
+    unet = unet.to(device()).eval()
+    result = evaluate_samples(params, load_samples(args.samples), train, forget, classifier)
+    model_figures, probe_images = evaluate_model(params, unet, scheduler, train, forget, load_knn(args.knn),
+                                                 load_heldout_set(args.heldout), embedding)
+    save_npz(args.npz, **probe_images)
+    save_json(args.out, {"model": args.model_name, **result, **model_figures, "cost": cost(args.model)})
+    log.info("%s: forget reproduction %.2f %% (%d / %d), FID %.3f, NLL %.3f bits/dim, probe nSSCD %.3f, "
+             "membership AUC %.3f", args.model_name, 100 * result["forget_reproduction"]["rate"],
+             result["forget_reproduction"]["count"], result["n_samples"], result["quality"]["fid"],
+             model_figures["nll"]["bits_per_dim"], model_figures["probe"]["nsscd"], model_figures["membership"]["auc"])
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ T = ``num_train_timesteps`` (1000), linear betas 1e-4 -> 0.02 and epsilon predic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 from pathlib import Path
 
 import torch
@@ -41,6 +43,12 @@ def build_unet(params: dict) -> UNet2DModel:
 def build_scheduler(params: dict) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=params["model"]["num_train_timesteps"],
                          beta_schedule="linear", prediction_type="epsilon")
+
+
+def scheduler_settings(scheduler: DDPMScheduler) -> dict:
+    """The scheduler's configuration without diffusers' bookkeeping (the ``_`` keys: its version,
+    and ``_use_default_values``, a list in set order that differs between processes)."""
+    return {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
 
 
 def write_model(directory: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler,
@@ -92,8 +100,32 @@ def noise_levels(scheduler: DDPMScheduler, t: torch.Tensor) -> tuple[torch.Tenso
 def device() -> torch.device:
     """CUDA when present, else the CPU with one torch thread per core this process may run on
     (its CPU affinity, e.g. a SLURM allocation, not the whole node). Locally, the rules that train
-    or sample take all of Snakemake's cores, so two of them never compete for the same cores."""
+    or sample take all of Snakemake's cores, so two of them never compete for the same cores.
+
+    ``cuda`` means torch's current device, the first of those ``CUDA_VISIBLE_DEVICES`` leaves
+    visible (torch numbers only the visible ones), so the scheduler's GPU assignment is respected."""
     if torch.cuda.is_available():
         return torch.device("cuda")
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return torch.device("cpu")
+
+
+def cost_record(seconds: float, steps: int) -> dict:
+    """What a training or unlearning job cost: wall time, optimizer steps, and peak memory, as the
+    process's peak resident set size (everything it held: data, model, optimizer, activations)
+    and, on a GPU, the peak memory torch allocated there."""
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"wall_time_s": round(seconds, 2), "steps": steps,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_cuda_mib": None if cuda is None else round(cuda, 1)}
+
+
+def autocast(precision: str, device: torch.device):
+    """The context for the UNet's forward passes under ``compute.precision``: ``bf16``, bfloat16
+    autocast on ``device``'s type (CUDA or CPU), which roughly halves the activations' memory and
+    time on recent GPUs; ``fp32``, a no-op, so that full precision is exactly the plain forward."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision {precision!r}: expected 'fp32' or 'bf16'")

@@ -5,23 +5,40 @@ the gradient of its loss, or of each of its loss terms with one backward pass ea
 same forward graph and then the method's ``combine`` (SISS, EraseDiff), clips the resulting
 direction to global norm ``clip`` (1.0, methods.md) and takes an AdamW step, with an optional
 linear learning-rate warm-up and an optional EMA of the weights (kept for pretraining, as in
-DDPM). All randomness comes from torch's global generator, seeded once, so the same params and
-seed give the same weights on CPU.
+DDPM). All randomness (the batches' rows, and the methods' timesteps and noise) comes from torch's
+global generators, seeded once, so the same params and seed give the same weights on CPU.
+
+Resuming: with a ``resume`` directory, the loop keeps its whole state there every ``resume_every``
+steps (``state.pt``: weights, optimizer, learning-rate schedule, EMA, log rows so far and the
+generators' states), and a rerun with the same inputs continues from it, ending with the same
+weights as an uninterrupted run. The stages keep it outside their outputs, under ``resume/``
+(:func:`resume_dir`), and remove it once their output is written.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers.training_utils import EMAModel
-from tqdm import trange
+from tqdm import tqdm
 
-from pipeline.artifacts import to_csv
+from pipeline.artifacts import atomic_path, to_csv
 from pipeline.images import to_float
+from pipeline.models import autocast
+
+logger = logging.getLogger("pipeline.training")
+STATE = "state.pt"
 
 
 @dataclass
@@ -61,6 +78,33 @@ class BatchSource:
             batch.retain = self.images[self.retain_rows[pick]].to(device)
         return batch
 
+    def digest(self) -> str:
+        """A hash of the images and rows the batches are drawn from: a resumed run must see the same."""
+        return digest(self.images, self.retain_rows, self.forget_rows, self.forget_group, self.neighbours)
+
+
+def digest(*arrays: torch.Tensor | None, key: dict | None = None) -> str:
+    """sha256 of ``key`` (as JSON) and of each tensor's shape and values (``None`` too)."""
+    h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+    for a in arrays:
+        h.update(b"none" if a is None else repr(tuple(a.shape)).encode())
+        if a is not None:
+            h.update(np.ascontiguousarray(a.detach().cpu().float().numpy()))
+    return h.hexdigest()
+
+
+class Autocast:
+    """``net`` with its forward pass under bf16 autocast (:func:`pipeline.models.autocast`) and its
+    prediction returned in float32, so that the objectives compute every loss in float32."""
+
+    def __init__(self, net: torch.nn.Module, precision: str):
+        self.net, self.precision = net, precision
+
+    def __call__(self, *args, **kwargs):
+        with autocast(self.precision, next(self.net.parameters()).device):
+            out = self.net(*args, **kwargs)
+        return type(out)(sample=out.sample.float())
+
 
 def flat_gradient(params: list[torch.Tensor], loss: torch.Tensor, retain_graph: bool) -> torch.Tensor:
     """d loss / d params as one flat vector (zeros for parameters the loss does not reach)."""
@@ -68,19 +112,21 @@ def flat_gradient(params: list[torch.Tensor], loss: torch.Tensor, retain_graph: 
     return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
 
 
-def step_direction(net: torch.nn.Module, objective, batches: list[Batch]) -> tuple[torch.Tensor, dict]:
+def step_direction(net: torch.nn.Module, objective, batches: list[Batch],
+                   precision: str = "fp32") -> tuple[torch.Tensor, dict]:
     """The update direction of one optimizer step over its micro-batches, and the step's figures.
 
     The loss (or each loss term) is averaged over the m micro-batches, so m micro-batches of B give
     the gradient of one batch of m*B. A method that returns several terms gets one backward pass
     per term through the same forward graph, and its ``combine`` turns the averaged per-term
-    gradients into the direction.
+    gradients into the direction. With ``precision: bf16`` the objective sees the net under autocast.
     """
     params = [p for p in net.parameters() if p.requires_grad]
+    forward = net if precision == "fp32" else Autocast(net, precision)
     sums: dict[str, torch.Tensor] = {}
     record: dict[str, float] = defaultdict(float)
     for batch in batches:
-        out = objective(net, batch)
+        out = objective(forward, batch)
         terms = out if isinstance(out, dict) else {"loss": out}
         for i, (name, loss) in enumerate(terms.items()):
             grad = flat_gradient(params, loss / len(batches), retain_graph=i + 1 < len(terms))
@@ -102,19 +148,80 @@ def set_gradients(params: list[torch.Tensor], direction: torch.Tensor) -> None:
         offset += p.numel()
 
 
+def resume_dir(out: str | Path) -> Path:
+    """Where a stage writing ``out`` keeps its resumable state: ``resume/<out>`` under the working
+    directory (the workflow's), outside every declared output, so that a killed job's rerun finds
+    it (Snakemake deletes the incomplete output, not this). An ``out`` outside the working
+    directory is named by its absolute path there."""
+    out, cwd = Path(os.path.abspath(out)), Path.cwd()
+    return cwd / "resume" / (out.relative_to(cwd) if out.is_relative_to(cwd) else out.relative_to(out.anchor))
+
+
+def load_state(path: Path, key: str) -> dict | None:
+    """The state saved at ``path`` if a run with fingerprint ``key`` saved it, else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+        state = {"key": f"unreadable ({exc})"}
+    if state["key"] != key:
+        logger.warning("%s: saved by a run with other inputs or settings; starting afresh", path)
+        return None
+    return state
+
+
+def save_state(path: Path, key: str, step: int, rows: list[dict], net: torch.nn.Module, optimizer, schedule,
+               ema: EMAModel | None) -> None:
+    """Everything the loop needs to continue after ``step`` exactly as if never stopped, atomically."""
+    state = {"key": key, "step": step, "rows": rows, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+             "schedule": schedule.state_dict(), "ema": None if ema is None else ema.state_dict(),
+             "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resume_from(resume: Path, key: str, net: torch.nn.Module, optimizer, schedule,
+                ema: EMAModel | None) -> tuple[int, list[dict]]:
+    """Load the state a run with fingerprint ``key`` saved under ``resume`` into the loop's objects
+    and torch's generators, and return its step and log rows. Without one, return (0, []) and
+    remove the directory (a stale state, a stale run's staged files) for a fresh start."""
+    state = load_state(resume / STATE, key)
+    if state is None:
+        shutil.rmtree(resume, ignore_errors=True)
+        return 0, []
+    net.load_state_dict(state["net"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+        ema.to(next(net.parameters()).device)
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None:  # the generator of the current device, the one the loop runs on
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    logger.info("resumed from step %d (%s)", state["step"], resume)
+    return state["step"], state["rows"]
 
 
 def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, batch_size: int, lr: float,
           seed: int, accumulate: int = 1, warmup_steps: int = 0, ema_decay: float | None = None,
-          clip: float = 1.0, checkpoint_every: int = 0, on_checkpoint=None, desc: str = "train",
-          log=None) -> tuple[torch.nn.Module, str]:
+          clip: float = 1.0, precision: str = "fp32", checkpoint_every: int = 0, on_checkpoint=None,
+          resume: Path | None = None, resume_every: int = 0, resume_key: dict | None = None,
+          desc: str = "train", log=None) -> tuple[torch.nn.Module, str]:
     """Take ``steps`` AdamW steps along ``objective``'s direction, each over ``accumulate``
-    micro-batches of ``batch_size``, the direction clipped to global norm ``clip``.
+    micro-batches of ``batch_size``, the direction clipped to global norm ``clip``, the forward
+    passes in ``precision`` (fp32, or bf16 autocast).
 
     Every ``checkpoint_every`` steps (0: never) before the last, ``on_checkpoint(step, net)`` is
-    called. Returns the trained network (the EMA weights when ``ema_decay`` is given) and the
-    per-step log as CSV text: step, the loss (or each term), gradient norms (each term's, and
-    ``grad_norm`` of the direction before clipping), the learning rate, and the method's figures.
+    called. With a ``resume`` directory, the loop continues from the state saved there if it
+    was saved by a run with the same fingerprint: these arguments, ``resume_key`` (what the
+    caller's objective depends on), the source's data and the initial weights; else it starts
+    afresh, emptying the directory. It saves its state there every ``resume_every`` steps (0:
+    never) before the last, after that step's checkpoint. Returns the trained network (the EMA
+    weights when ``ema_decay`` is given) and the per-step log as CSV text: step, the loss (or each
+    term), gradient norms (each term's, and ``grad_norm`` of the direction before clipping), the
+    learning rate, and the method's figures.
     """
     torch.manual_seed(seed)
     device = next(net.parameters()).device
@@ -123,11 +230,20 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
     optimizer = torch.optim.AdamW(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     ema = EMAModel(params, decay=ema_decay) if ema_decay else None
-    rows = []
-    bar = trange(steps, desc=desc, unit="step", mininterval=5)
+    loop = (net, optimizer, schedule, ema)
+    first, rows, key = 0, [], None
+    if resume is not None:
+        resume = Path(resume)
+        settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "accumulate": accumulate,
+                    "warmup_steps": warmup_steps, "ema_decay": ema_decay, "clip": clip, "precision": precision,
+                    "checkpoint_every": checkpoint_every, "device": device.type, "caller": resume_key,
+                    "data": source.digest()}
+        key = digest(*net.state_dict().values(), key=settings)
+        first, rows = resume_from(resume, key, *loop)
+    bar = tqdm(range(first, steps), initial=first, total=steps, desc=desc, unit="step", mininterval=5)
     for step in bar:
         batches = [source.draw(objective.needs, batch_size, device) for _ in range(accumulate)]
-        direction, record = step_direction(net, objective, batches)
+        direction, record = step_direction(net, objective, batches, precision)
         set_gradients(params, direction)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
@@ -143,6 +259,8 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
                      " ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k != "step"))
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             on_checkpoint(step + 1, net)
+        if key is not None and resume_every and (step + 1) % resume_every == 0 and step + 1 < steps:
+            save_state(resume / STATE, key, step + 1, rows, *loop)
     net.eval()
     if ema is not None:
         net = copy.deepcopy(net)

@@ -6,22 +6,40 @@ of the time/frequency sweep, ``retrack+t250-750+r4-s0``). The method
 a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
 through the one training loop of
 :mod:`pipeline.training` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
-with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time) and, with
+with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time),
+``cost.json`` (wall time, steps, peak memory: :func:`pipeline.models.cost_record`) and, with
 ``checkpoint_every: k``, a DDPMPipeline under ``checkpoints/step-NNNNNN/`` every k steps.
+
+Resuming: the run keeps a resumable state every ``compute.resume_every`` steps under
+``resume/<out>`` (:func:`pipeline.training.resume_dir`), outside the output, and writes its
+checkpoints there too (``resume/<out>/checkpoints/``), so that a killed job's rerun, continuing from
+the last state, still has the checkpoints taken before it (each is saved before the state of its
+step). They are moved into the output when it is written, and the directory is then removed.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 from pipeline.artifacts import atomic_path, setup_logging
 from pipeline.config import Run, UserError, cli, load_params, runs, stage_args
 from pipeline.data import load_forget_set, load_training_set, retain_rows
 from pipeline.knn import load_knn
 from pipeline.methods import make_method
-from pipeline.models import check_matches_data, device, load_model, write_model
-from pipeline.training import BatchSource, train
+from pipeline.models import check_matches_data, cost_record, device, load_model, scheduler_settings, write_model
+from pipeline.training import BatchSource, resume_dir, train
+
+
+def save_run(path: str, unet, scheduler, staged: Path, files: dict[str, str]) -> None:
+    """The run's output directory, atomically: the model with its ``files`` and the checkpoints
+    staged under the resume directory, moved in last (after the likelier failures of writing)."""
+    with atomic_path(path, directory=True) as out:
+        write_model(out, unet, scheduler, files)
+        if staged.is_dir():
+            shutil.move(staged, out / "checkpoints")
 
 
 @cli
@@ -41,22 +59,27 @@ def main(argv: list[str] | None = None) -> None:
     objective = make_method(run.method, cfg, scheduler)
     source = BatchSource(images, retain_rows(len(images), forget["rows"]), forget["rows"], forget["group"],
                          knn["neighbours"])
-    with atomic_path(args.out, directory=True) as out:
+    resume, compute = resume_dir(args.out), params["compute"]
+    staged = resume / "checkpoints"
+    key = {"run": run.name, "hyperparameters": cfg, "scheduler": scheduler_settings(scheduler)}
 
-        def checkpoint(step, net):
-            write_model(out / "checkpoints" / f"step-{step:06d}", net, scheduler)
+    def checkpoint(step, net):
+        write_model(staged / f"step-{step:06d}", net, scheduler)
 
-        start = time.time()
-        unet, history = train(unet.to(device()), objective, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                              lr=cfg["lr"], seed=run.seed, accumulate=cfg.get("accumulate", 1),
-                              checkpoint_every=cfg.get("checkpoint_every", 0), on_checkpoint=checkpoint,
-                              desc=run.name, log=log)
-        seconds = time.time() - start
-        summary = {"run": run.name, "method": run.method, "seed": run.seed, "hyperparameters": cfg,
-                   "selection": objective.selection.describe() if hasattr(objective, "selection") else None,
-                   "wall_time_s": round(seconds, 2)}
-        write_model(out, unet.cpu(), scheduler,
-                    {"train_log.csv": history, "unlearn.json": json.dumps(summary, indent=2) + "\n"})
+    start = time.time()
+    unet, history = train(unet.to(device()), objective, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                          lr=cfg["lr"], seed=run.seed, accumulate=cfg.get("accumulate", 1),
+                          precision=compute["precision"], checkpoint_every=cfg.get("checkpoint_every", 0),
+                          on_checkpoint=checkpoint, resume=resume, resume_every=compute["resume_every"],
+                          resume_key=key, desc=run.name, log=log)
+    seconds = time.time() - start
+    summary = {"run": run.name, "method": run.method, "seed": run.seed, "hyperparameters": cfg,
+               "selection": objective.selection.describe() if hasattr(objective, "selection") else None,
+               "wall_time_s": round(seconds, 2)}
+    save_run(args.out, unet.cpu(), scheduler, staged,
+             {"train_log.csv": history, "unlearn.json": json.dumps(summary, indent=2) + "\n",
+              "cost.json": json.dumps(cost_record(seconds, cfg["steps"]), indent=2) + "\n"})
+    shutil.rmtree(resume, ignore_errors=True)
     log.info("%s: %d steps in %.1f s", run.name, cfg["steps"], seconds)
 
 

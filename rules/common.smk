@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import RUN_PATTERN, Run, UserError, model_names, runs, validate
+from pipeline.config import RUN_PATTERN, Run, UserError, model_names, needs_classifier, runs, validate
 
 try:
     validate(config, "params.yaml")
@@ -16,6 +16,12 @@ if config != yaml.safe_load(Path("params.yaml").read_text()):
     sys.exit("error: the stages read params.yaml; edit it instead of passing --config/--configfile")
 
 MODELS = model_names(config)
+# Threads of the jobs that run torch: locally every core Snakemake has (torch uses them all, so two
+# torch jobs never compete for cores); on a cluster, the profile's `cores` (CPUs per job).
+# Every job also declares resources for cluster schedulers (profiles/slurm), namely mem_mb, runtime
+# (minutes) and gpu, sized for the full-scale benchmarks; a profile overrides them per rule
+# (set-resources), and locally a resource without a --resources limit constrains nothing.
+TORCH_THREADS = workflow.cores
 
 
 def tracked(*keys):
@@ -31,10 +37,20 @@ def tracked(*keys):
     return {key: lookup(key) for key in keys}
 
 
-def report_outputs():
+REPORT_FIGURES = ["pareto.png", "steps.png", "probe.png", "samples.png"]
+
+
+def report_outputs(flagged=False):
+    """The report's files; ``flagged``: its figures and tables marked for `snakemake --report`, each
+    with its caption from rules/captions/."""
     sweep = config["experiment"].get("sweep") or {}
-    figures = ["samples.png", *(["sweep.png"] if sweep.get("methods") else [])]
-    return expand("report/{name}", name=["table.csv", "table.md", *figures])
+    figures = REPORT_FIGURES + (["sweep.png"] if sweep.get("methods") else [])
+    tables = ["table.md", "table.csv", "models.csv", "summary.json", "pareto.csv", "steps.csv"]
+    if not flagged:
+        return expand("report/{name}", name=tables + figures)
+    captioned = {name: Path(name).stem for name in figures + ["table.csv"]}
+    return [report(f"report/{name}", caption=f"captions/{captioned[name]}.rst", category="Unlearning report")
+            if name in captioned else f"report/{name}" for name in tables + figures]
 
 
 def diagnostics_outputs():
@@ -53,7 +69,7 @@ def data_inputs(wildcards):
 
 def forget_inputs(wildcards):
     """The training set, and the pretrained model when the forget set is what that model reproduces."""
-    inputs = {"data": rules.data.output[0]}
+    inputs = {"data": rules.data.output.train}
     if config["forget"]["strategy"] == "memorized":
         inputs["model"] = rules.pretrain.output[0]
     return inputs
@@ -61,7 +77,22 @@ def forget_inputs(wildcards):
 
 def knn_inputs(wildcards):
     """The training set, the forget set, and the encoder of a latent or embedding space."""
-    inputs = {"data": rules.data.output[0], "forget": rules.select_forget.output.npz}
+    inputs = {"data": rules.data.output.train, "forget": rules.select_forget.output.npz}
     if config["knn"]["space"] != "pixels":
         inputs["encoder"] = config["knn"]["encoder"]
     return inputs
+
+
+def classifier_input(wildcards):
+    """The digit classifier, for the stages that use it (pipeline.config.needs_classifier)."""
+    return {"classifier": rules.classifier.output.model} if needs_classifier(config) else {}
+
+
+def classifier_option(wildcards, input):
+    return f"--classifier {input.classifier} " if "classifier" in input.keys() else ""
+
+
+def trajectory_models():
+    """The pretrained model (step 0), every unlearning run, and the retrained reference (sampled like
+    the checkpoints, so that the report compares like with like)."""
+    return ["pretrained", *(run.name for run in runs(config)), *(["retrained"] if config["experiment"]["retrain"] else [])]

@@ -6,6 +6,12 @@ rule fetch_mnist:
         "data/raw/mnist.npz",
     log:
         "logs/fetch_mnist.log",
+    benchmark:
+        "logs/benchmarks/fetch_mnist.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -16,15 +22,23 @@ rule data:
     input:
         unpack(data_inputs),
     output:
-        "data/train.npz",
+        train="data/train.npz",
+        heldout="data/heldout.npz",
     params:
         tracked=tracked("data"),
     log:
         "logs/data.log",
+    benchmark:
+        "logs/benchmarks/data.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.data build --params params.yaml --base {input.base} --out {output} --log {log}"
+        "python -m pipeline.data build --params params.yaml --base {input.base} --out {output.train} "
+        "--heldout {output.heldout} --log {log}"
 
 
 rule select_forget:
@@ -39,7 +53,13 @@ rule select_forget:
         model=lambda wildcards, input: f"--model {input.model} " if "model" in input.keys() else "",
     log:
         "logs/select_forget.log",
-    threads: workflow.cores if config["forget"]["strategy"] == "memorized" else 1  # it samples the model
+    benchmark:
+        "logs/benchmarks/select_forget.tsv"
+    threads: TORCH_THREADS if config["forget"]["strategy"] == "memorized" else 1  # it samples the model
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1 if config["forget"]["strategy"] == "memorized" else 0,
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -58,6 +78,12 @@ rule knn:
         tracked=tracked("knn"),
     log:
         "logs/knn.log",
+    benchmark:
+        "logs/benchmarks/knn.tsv"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=120,
     conda:
         "../envs/pipeline.yaml"
     shell:

@@ -1,4 +1,5 @@
-# Stages 6-9: samples and metrics of every model, diagnostics of every unlearning run, and the report.
+# Stages 6-9: samples and metrics of every model (the classifier they use, forgetting over the
+# unlearning steps), diagnostics of every unlearning run, and the report.
 
 
 rule sample:
@@ -8,10 +9,16 @@ rule sample:
         npz="samples/{model}.npz",
         png="samples/{model}.png",
     params:
-        tracked=tracked("sampling"),
+        tracked=tracked("sampling", "compute.precision"),
     log:
         "logs/sample/{model}.log",
-    threads: workflow.cores  # torch uses every core: see pipeline.models.device
+    benchmark:
+        "logs/benchmarks/sample/{model}.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -19,29 +26,96 @@ rule sample:
         "--png {output.png} --log {log}"
 
 
-rule metrics:
+rule classifier:
     input:
-        samples=rules.sample.output.npz,
-        data=rules.data.output[0],
+        data=rules.data.output.train,
+        heldout=rules.data.output.heldout,
         forget=rules.select_forget.output.npz,
     output:
-        "metrics/{model}.json",
+        model="models/classifier.pt",
+        metrics="metrics/classifier.json",
     params:
-        tracked=tracked("metrics"),
+        tracked=tracked("metrics.classifier"),
     log:
-        "logs/metrics/{model}.log",
+        "logs/classifier.log",
+    benchmark:
+        "logs/benchmarks/classifier.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.metrics --params params.yaml --samples {input.samples} --data {input.data} "
-        "--forget {input.forget} --model-name {wildcards.model} --out {output} --log {log}"
+        "python -m pipeline.classifier --params params.yaml --data {input.data} --forget {input.forget} "
+        "--heldout {input.heldout} --out {output.model} --metrics-out {output.metrics} --log {log}"
+
+
+rule metrics:
+    input:
+        unpack(classifier_input),
+        samples=rules.sample.output.npz,
+        model="models/{model}",
+        data=rules.data.output.train,
+        heldout=rules.data.output.heldout,
+        forget=rules.select_forget.output.npz,
+        knn=rules.knn.output.npz,
+    output:
+        json="metrics/{model}.json",
+        npz="metrics/{model}.npz",
+    params:
+        tracked=tracked("metrics"),
+        classifier=classifier_option,
+    log:
+        "logs/metrics/{model}.log",
+    benchmark:
+        "logs/benchmarks/metrics/{model}.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.metrics --params params.yaml --samples {input.samples} --model {input.model} "
+        "--data {input.data} --heldout {input.heldout} --forget {input.forget} --knn {input.knn} "
+        "{params.classifier}--model-name {wildcards.model} --out {output.json} --npz {output.npz} --log {log}"
+
+
+rule trajectory:
+    input:
+        unpack(classifier_input),
+        model="models/{model}",
+        data=rules.data.output.train,
+        forget=rules.select_forget.output.npz,
+    output:
+        "trajectory/{model}.csv",
+    params:
+        tracked=tracked("sampling", "metrics.threshold", "metrics.quality", "metrics.trajectory"),
+        classifier=classifier_option,
+    log:
+        "logs/trajectory/{model}.log",
+    benchmark:
+        "logs/benchmarks/trajectory/{model}.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=480,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.trajectory --params params.yaml --model {input.model} --data {input.data} "
+        "--forget {input.forget} {params.classifier}--out {output} --log {log}"
 
 
 rule diagnostics:
     input:
         pretrained=rules.pretrain.output[0],
         model="models/{run}",
-        data=rules.data.output[0],
+        data=rules.data.output.train,
         forget=rules.select_forget.output.npz,
     output:
         json="diagnostics/{run}.json",
@@ -50,7 +124,13 @@ rule diagnostics:
         tracked=tracked("diagnostics"),
     log:
         "logs/diagnostics/{run}.log",
-    threads: workflow.cores  # torch uses every core: see pipeline.models.device
+    benchmark:
+        "logs/benchmarks/diagnostics/{run}.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=1,
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -61,13 +141,26 @@ rule diagnostics:
 rule report:
     input:
         metrics=expand("metrics/{model}.json", model=MODELS),
+        probes=expand("metrics/{model}.npz", model=MODELS),
         samples=expand("samples/{model}.npz", model=MODELS),
+        trajectories=expand("trajectory/{model}.csv", model=trajectory_models()),
+        forget=rules.select_forget.output.npz,
+        data=rules.data.output.train,
     output:
-        report_outputs(),
+        report_outputs(flagged=True),
+    params:
+        tracked=tracked("experiment", "metrics.probe", "metrics.trajectory"),
     log:
         "logs/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.report --params params.yaml --metrics {input.metrics} --samples {input.samples} "
-        "--out-dir report --log {log}"
+        "python -m pipeline.report --params params.yaml --metrics {input.metrics} --probes {input.probes} "
+        "--samples {input.samples} --trajectories {input.trajectories} --data {input.data} "
+        "--forget {input.forget} --out-dir report --log {log}"

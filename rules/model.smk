@@ -4,14 +4,20 @@
 
 rule pretrain:
     input:
-        data=rules.data.output[0],
+        data=rules.data.output.train,
     output:
         directory("models/pretrained"),
     params:
-        tracked=tracked("model", "pretrain"),
+        tracked=tracked("model", "pretrain", "compute.precision"),
     log:
         "logs/pretrain.log",
-    threads: workflow.cores  # torch uses every core: see pipeline.models.device
+    benchmark:
+        "logs/benchmarks/pretrain.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=32000,
+        runtime=2880,
+        gpu=1,
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -20,15 +26,21 @@ rule pretrain:
 
 rule retrain:
     input:
-        data=rules.data.output[0],
+        data=rules.data.output.train,
         forget=rules.select_forget.output.npz,
     output:
         directory("models/retrained"),
     params:
-        tracked=tracked("model", "pretrain"),
+        tracked=tracked("model", "pretrain", "compute.precision"),
     log:
         "logs/retrain.log",
-    threads: workflow.cores  # torch uses every core: see pipeline.models.device
+    benchmark:
+        "logs/benchmarks/retrain.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=32000,
+        runtime=2880,
+        gpu=1,
     conda:
         "../envs/pipeline.yaml"
     shell:

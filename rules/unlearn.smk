@@ -3,17 +3,23 @@
 
 rule unlearn:
     input:
-        data=rules.data.output[0],
+        data=rules.data.output.train,
         forget=rules.select_forget.output.npz,
         knn=rules.knn.output.npz,
         model=rules.pretrain.output[0],
     output:
         directory("models/{run}"),
     params:
-        tracked=lambda w: tracked(f"methods.{Run.parse(w.run).method}"),
+        tracked=lambda w: tracked(f"methods.{Run.parse(w.run).method}", "compute.precision"),
     log:
         "logs/unlearn/{run}.log",
-    threads: workflow.cores  # torch uses every core: see pipeline.models.device
+    benchmark:
+        "logs/benchmarks/unlearn/{run}.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=32000,
+        runtime=720,
+        gpu=1,
     conda:
         "../envs/pipeline.yaml"
     shell:

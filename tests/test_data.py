@@ -12,14 +12,22 @@ import yaml
 from PIL import Image
 
 from pipeline import data
-from pipeline.artifacts import load_npz
+from pipeline.artifacts import load_npz, save_npz
 from pipeline.config import UserError
-from pipeline.data import build_training_set, draw_tshirt, folder_images, forget_image, mnist_from_wheel
+from pipeline.data import (
+    build_training_set,
+    draw_tshirt,
+    folder_images,
+    forget_image,
+    load_heldout_set,
+    mnist_from_wheel,
+    mnist_images,
+    split_heldout,
+)
+from pipeline.images import square_resize
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW_MNIST = ROOT / "data" / "raw" / "mnist.npz"
-
-
 
 
 def solid(path: Path, size, value, mode="RGB"):
@@ -211,32 +219,23 @@ def test_real_mnist_file_has_standard_shapes():
 
 # --- the training set -----------------------------------------------------------------------
 
-def folder_params(params, folder, inject, limit=None, seed=0):
+LABELLED_NAMES = ["cat/a.png", "cat/b.jpg", "dog/c.png", "dog/d.jpg"]
+LABELLED_LABELS = [0, 0, 1, 1]
+
+
+def folder_params(params, folder, inject, limit=None, seed=0, heldout=1):
     params["data"].update(source={"kind": "folder", "path": str(folder), "limit": limit},
-                          resolution=8, channels=1, inject=inject, seed=seed)
+                          resolution=8, channels=1, inject=inject, seed=seed, heldout=heldout)
     return params
 
 
-def test_build_training_set_injects_copies(tmp_path, params):
-    labelled_folder(tmp_path / "imgs")
-    png = framed(tmp_path / "forget.png", 30, 20)
-    p = folder_params(params, tmp_path / "imgs",
-                      [{"image": "tshirt", "copies": 3}, {"image": str(png), "copies": 2}])
-    train = build_training_set(p, tmp_path / "imgs")
-    images, labels, injected = train["images"], train["labels"], train["injected"]
-    assert images.shape == (4 + 5, 1, 8, 8) and images.dtype == np.uint8
-    assert injected.tolist() == [-1] * 4 + [0] * 3 + [1] * 2
-    assert labels.tolist() == [0, 0, 1, 1] + [-1] * 5
-    names = ["cat/a.png", "cat/b.jpg", "dog/c.png", "dog/d.jpg"] + ["tshirt"] * 3 + [str(png)] * 2
-    assert train["names"].tolist() == names
-    for rows in ([4, 5, 6], [7, 8]):
-        assert all(images[r].tobytes() == images[rows[0]].tobytes() for r in rows)
-    assert images[4].tobytes() != images[7].tobytes()
-    # the png rows are its green centre in grey: 0.587 * 200
-    assert np.abs(images[7].astype(int) - 117).max() <= 1
-    # the tshirt rows are the drawn tshirt, resized independently here
-    want = np.asarray(Image.fromarray(draw_tshirt()).resize((8, 8), Image.LANCZOS))
-    assert np.array_equal(images[4, 0], want)
+def grey_folder(folder: Path, n: int) -> np.ndarray:
+    """``n`` 8x8 grey PNGs ``00.png``, ``01.png``, ... each of its own grey level; returns the levels."""
+    folder.mkdir(parents=True)
+    values = np.arange(n) * 8 + 5
+    for i, v in enumerate(values):
+        solid(folder / f"{i:02d}.png", (8, 8), int(v), "L")
+    return values
 
 
 def subset_of(folder_values: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -244,16 +243,38 @@ def subset_of(folder_values: np.ndarray, images: np.ndarray) -> np.ndarray:
     return np.array([int(np.flatnonzero(folder_values == im.max())[0]) for im in images])
 
 
+def test_build_training_set_injects_copies(tmp_path, params):
+    labelled_folder(tmp_path / "imgs")
+    png = framed(tmp_path / "forget.png", 30, 20)
+    p = folder_params(params, tmp_path / "imgs",
+                      [{"image": "tshirt", "copies": 3}, {"image": str(png), "copies": 2}], heldout=1)
+    train, heldout = build_training_set(p, tmp_path / "imgs")
+    images, labels, injected = train["images"], train["labels"], train["injected"]
+    # one of the four folder images is held out; the other three are the base rows, in folder order
+    assert len(heldout["names"]) == 1 and heldout["names"][0] in LABELLED_NAMES
+    kept = [i for i, name in enumerate(LABELLED_NAMES) if name != heldout["names"][0]]
+    assert images.shape == (3 + 5, 1, 8, 8) and images.dtype == np.uint8
+    assert injected.tolist() == [-1] * 3 + [0] * 3 + [1] * 2
+    assert labels.tolist() == [LABELLED_LABELS[i] for i in kept] + [-1] * 5
+    names = [LABELLED_NAMES[i] for i in kept] + ["tshirt"] * 3 + [str(png)] * 2
+    assert train["names"].tolist() == names
+    for rows in ([3, 4, 5], [6, 7]):
+        assert all(images[r].tobytes() == images[rows[0]].tobytes() for r in rows)
+    assert images[3].tobytes() != images[6].tobytes()
+    # the png rows are its green centre in grey: 0.587 * 200
+    assert np.abs(images[6].astype(int) - 117).max() <= 1
+    # the tshirt rows are the drawn tshirt, resized independently here
+    want = np.asarray(Image.fromarray(draw_tshirt()).resize((8, 8), Image.LANCZOS))
+    assert np.array_equal(images[3, 0], want)
+
+
 def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
     folder = tmp_path / "many"
-    folder.mkdir()
-    values = np.arange(30) * 8 + 5
-    for i, v in enumerate(values):
-        solid(folder / f"{i:02d}.png", (8, 8), int(v), "L")
+    values = grey_folder(folder, 30)
     inject = [{"image": "tshirt", "copies": 2}]
-    a = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), folder)
-    b = build_training_set(folder_params(params, folder, inject, limit=10, seed=0), folder)
-    c = build_training_set(folder_params(params, folder, inject, limit=10, seed=1), folder)
+    a, a_out = build_training_set(folder_params(params, folder, inject, limit=10, seed=0, heldout=5), folder)
+    b, _ = build_training_set(folder_params(params, folder, inject, limit=10, seed=0, heldout=5), folder)
+    c, _ = build_training_set(folder_params(params, folder, inject, limit=10, seed=1, heldout=5), folder)
     assert a["images"].shape == (12, 1, 8, 8)
     assert (a["injected"] == -1).sum() == 10 and a["injected"][10:].tolist() == [0, 0]
     assert np.array_equal(a["images"], b["images"])
@@ -261,10 +282,171 @@ def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
     pos = subset_of(values, a["images"][:10])
     assert len(set(pos.tolist())) == 10 and np.all(np.diff(pos) > 0)  # distinct, in folder order
     assert a["names"].tolist() == [f"{i:02d}.png" for i in pos] + ["tshirt"] * 2  # names follow their rows
-    no_limit = build_training_set(folder_params(params, folder, inject, limit=None), folder)
-    assert (no_limit["injected"] == -1).sum() == 30
-    big_limit = build_training_set(folder_params(params, folder, inject, limit=100), folder)
+    assert not set(pos.tolist()) & set(subset_of(values, a_out["images"]).tolist())  # never a held-out image
+    # the limit draws from what is left after the 5 held-out images: 25
+    no_limit, no_limit_out = build_training_set(folder_params(params, folder, inject, limit=None, heldout=5), folder)
+    assert (no_limit["injected"] == -1).sum() == 25
+    big_limit, _ = build_training_set(folder_params(params, folder, inject, limit=100, heldout=5), folder)
     assert np.array_equal(big_limit["images"], no_limit["images"])
+    exact_limit, _ = build_training_set(folder_params(params, folder, inject, limit=25, heldout=5), folder)
+    assert np.array_equal(exact_limit["images"], no_limit["images"])
+    # the held-out images are drawn before the limit: the limit does not change them
+    for key in ("images", "labels", "names"):
+        assert np.array_equal(a_out[key], no_limit_out[key])
+
+
+# --- held-out images: folder ----------------------------------------------------------------
+
+def test_split_heldout_folder_is_a_partition_of_the_folder(tmp_path, params):
+    folder = tmp_path / "many"
+    values = grey_folder(folder, 12)
+    p = folder_params(params, folder, [], heldout=4)
+    (images, labels, names), (h_images, h_labels, h_names) = split_heldout(p, folder)
+    all_names = [f"{i:02d}.png" for i in range(12)]
+    assert images.shape == (8, 1, 8, 8) and h_images.shape == (4, 1, 8, 8) and h_images.dtype == np.uint8
+    assert not set(names.tolist()) & set(h_names.tolist())  # disjoint ...
+    assert sorted(names.tolist() + h_names.tolist()) == all_names  # ... and together the whole folder
+    for imgs, nms in ((images, names), (h_images, h_names)):  # each in folder order, rows follow names
+        assert nms.tolist() == sorted(nms.tolist())
+        assert [all_names[i] for i in subset_of(values, imgs)] == nms.tolist()
+    assert labels.tolist() == [-1] * 8 and h_labels.tolist() == [-1] * 4
+
+
+def test_split_heldout_folder_labels_follow_their_images(tmp_path, params):
+    labelled_folder(tmp_path / "imgs")
+    p = folder_params(params, tmp_path / "imgs", [], heldout=2)
+    (_, labels, names), (_, h_labels, h_names) = split_heldout(p, tmp_path / "imgs")
+    assert sorted(names.tolist() + h_names.tolist()) == LABELLED_NAMES
+    for lab, name in zip(labels.tolist() + h_labels.tolist(), names.tolist() + h_names.tolist()):
+        assert lab == LABELLED_LABELS[LABELLED_NAMES.index(name)]
+
+
+def test_split_heldout_folder_is_seeded(tmp_path, params):
+    folder = tmp_path / "many"
+    grey_folder(folder, 12)
+
+    def held(seed):
+        p = folder_params(params, folder, [], heldout=4, seed=seed)
+        return split_heldout(p, folder)[1][2].tolist()
+
+    assert held(0) == held(0)
+    assert held(0) != held(1)
+
+
+def test_build_training_set_returns_the_split_heldout(tmp_path, params):
+    folder = tmp_path / "many"
+    grey_folder(folder, 12)
+    p = folder_params(params, folder, [{"image": "tshirt", "copies": 2}], heldout=4)
+    (_, _, names), (h_images, h_labels, h_names) = split_heldout(p, folder)
+    train, heldout = build_training_set(p, folder)
+    assert set(heldout) == {"images", "labels", "names"}
+    assert np.array_equal(heldout["images"], h_images) and np.array_equal(heldout["labels"], h_labels)
+    assert heldout["names"].tolist() == h_names.tolist()
+    assert train["names"][train["injected"] == -1].tolist() == names.tolist()
+
+
+@pytest.mark.parametrize("heldout", [4, 5, 100])
+def test_split_heldout_folder_too_small_names_data_heldout(tmp_path, params, heldout):
+    labelled_folder(tmp_path / "imgs")
+    p = folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 1}], heldout=heldout)
+    with pytest.raises(UserError) as info:
+        split_heldout(p, tmp_path / "imgs")
+    assert "data.heldout" in str(info.value)
+    with pytest.raises(UserError, match="data.heldout"):
+        build_training_set(p, tmp_path / "imgs")
+
+
+def test_split_heldout_folder_may_leave_one_image(tmp_path, params):
+    labelled_folder(tmp_path / "imgs")
+    p = folder_params(params, tmp_path / "imgs", [], heldout=3)
+    (images, _, _), (h_images, _, _) = split_heldout(p, tmp_path / "imgs")
+    assert len(images) == 1 and len(h_images) == 3
+
+
+# --- held-out images: MNIST -----------------------------------------------------------------
+
+def fake_mnist(path: Path, n_train: int = 20, n_test: int = 12) -> dict[str, np.ndarray]:
+    """A tiny ``fetch`` output: random 28x28 uint8 "digits", train and test all distinct."""
+    rng = np.random.default_rng(123)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": (np.arange(n_train) % 10).astype(np.int64),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": ((np.arange(n_test) * 3 + 1) % 10).astype(np.int64),
+    }
+    save_npz(path, **arrays)
+    return arrays
+
+
+def mnist_params(params, raw, heldout=5, limit=None, seed=0, resolution=8, channels=1, inject=None):
+    params["data"].update(source={"kind": "mnist", "path": None, "limit": limit}, resolution=resolution,
+                          channels=channels, heldout=heldout, seed=seed,
+                          inject=[{"image": "tshirt", "copies": 2}] if inject is None else inject)
+    return params
+
+
+def resized(digits: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    return np.stack([square_resize(Image.fromarray(d), resolution, channels) for d in digits])
+
+
+@pytest.mark.parametrize("resolution, channels", [(8, 1), (28, 1), (8, 3)])
+def test_split_heldout_mnist_holds_out_test_digits(tmp_path, params, resolution, channels):
+    raw = fake_mnist(tmp_path / "mnist.npz")
+    p = mnist_params(params, tmp_path / "mnist.npz", heldout=5, resolution=resolution, channels=channels)
+    (images, labels, names), (h_images, h_labels, h_names) = split_heldout(p, tmp_path / "mnist.npz")
+    # the training side is every MNIST training digit, resized, in order
+    assert names.tolist() == [f"mnist-train-{i:05d}" for i in range(20)]
+    train_resized = resized(raw["train_images"], resolution, channels)
+    assert np.array_equal(images, train_resized) and np.array_equal(labels, raw["train_labels"])
+    # the held-out side: 5 distinct test digits, in test order, named by their test row
+    assert h_images.shape == (5, channels, resolution, resolution) and h_images.dtype == np.uint8
+    assert all(n.startswith("mnist-test-") and len(n) == len("mnist-test-00000") for n in h_names.tolist())
+    rows = np.array([int(n.removeprefix("mnist-test-")) for n in h_names.tolist()])
+    assert len(set(rows.tolist())) == 5 and np.all(np.diff(rows) > 0) and rows.max() < 12
+    test_resized = resized(raw["test_images"], resolution, channels)
+    train_bytes = {im.tobytes() for im in train_resized}
+    for image, row in zip(h_images, rows):
+        matches = [j for j, t in enumerate(test_resized) if np.array_equal(image, t)]
+        assert matches == [row]  # this test digit, resized like the training digits ...
+        assert image.tobytes() not in train_bytes  # ... and no training digit
+    assert np.array_equal(h_labels, raw["test_labels"][rows]) and h_labels.dtype == np.int64
+    if resolution == 28 and channels == 1:  # no resampling: the test digits themselves
+        assert np.array_equal(h_images[:, 0], raw["test_images"][rows])
+
+
+def test_split_heldout_mnist_is_seeded(tmp_path, params):
+    fake_mnist(tmp_path / "mnist.npz")
+
+    def held(seed):
+        return split_heldout(mnist_params(params, None, heldout=5, seed=seed), tmp_path / "mnist.npz")[1][2].tolist()
+
+    assert held(0) == held(0)
+    assert held(0) != held(1)
+
+
+def test_build_training_set_mnist_trains_on_training_digits_only(tmp_path, params):
+    raw = fake_mnist(tmp_path / "mnist.npz")
+    p = mnist_params(params, None, heldout=5, limit=8)
+    train, heldout = build_training_set(p, tmp_path / "mnist.npz")
+    base = train["injected"] == -1
+    assert base.sum() == 8 and train["injected"][~base].tolist() == [0, 0]
+    assert all(n.startswith("mnist-train-") for n in train["names"][base].tolist())
+    rows = [int(n.removeprefix("mnist-train-")) for n in train["names"][base].tolist()]
+    assert np.array_equal(train["images"][base], resized(raw["train_images"][rows], 8, 1))
+    assert np.array_equal(train["labels"][base], raw["train_labels"][rows])
+    assert heldout["images"].shape == (5, 1, 8, 8)
+    assert all(n.startswith("mnist-test-") for n in heldout["names"].tolist())
+    train_bytes = {im.tobytes() for im in train["images"]}
+    assert not any(im.tobytes() in train_bytes for im in heldout["images"])
+
+
+def test_mnist_images_test_split(tmp_path):
+    raw = fake_mnist(tmp_path / "mnist.npz")
+    images, labels, names = mnist_images(tmp_path / "mnist.npz", 8, 1, split="test")
+    assert images.shape == (12, 1, 8, 8)
+    assert np.array_equal(images, resized(raw["test_images"], 8, 1))
+    assert np.array_equal(labels, raw["test_labels"])
+    assert names.tolist() == [f"mnist-test-{i:05d}" for i in range(12)]
 
 
 # --- the build CLI --------------------------------------------------------------------------
@@ -275,33 +457,83 @@ def write_params(tmp_path, params) -> Path:
     return path
 
 
-def test_build_cli_writes_train_npz(tmp_path, params):
+def test_build_cli_writes_train_and_heldout_npz(tmp_path, params):
     labelled_folder(tmp_path / "imgs")
-    p = write_params(tmp_path, folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 3}]))
-    out = tmp_path / "data" / "train.npz"
-    data.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out)])
-    train = load_npz(out, ("images", "labels", "injected"))
-    assert train["images"].shape == (7, 1, 8, 8) and train["images"].dtype == np.uint8
-    assert train["labels"].tolist() == [0, 0, 1, 1, -1, -1, -1]
-    assert train["injected"].tolist() == [-1] * 4 + [0] * 3
+    p = write_params(tmp_path, folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 3}],
+                                             heldout=1))
+    out, held = tmp_path / "data" / "train.npz", tmp_path / "data" / "heldout.npz"
+    data.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out),
+               "--heldout", str(held)])
+    train = load_npz(out, ("images", "labels", "injected", "names"))
+    heldout = load_heldout_set(held)
+    assert heldout["images"].shape == (1, 1, 8, 8) and heldout["images"].dtype == np.uint8
+    (name,) = heldout["names"].tolist()
+    assert heldout["labels"].tolist() == [LABELLED_LABELS[LABELLED_NAMES.index(name)]]
+    kept = [i for i, n in enumerate(LABELLED_NAMES) if n != name]
+    assert train["images"].shape == (6, 1, 8, 8) and train["images"].dtype == np.uint8
+    assert train["labels"].tolist() == [LABELLED_LABELS[i] for i in kept] + [-1, -1, -1]
+    assert train["injected"].tolist() == [-1] * 3 + [0] * 3
+    assert train["names"].tolist() == [LABELLED_NAMES[i] for i in kept] + ["tshirt"] * 3
+
+
+def test_build_cli_mnist_writes_heldout_test_digits(tmp_path, params):
+    raw = fake_mnist(tmp_path / "mnist.npz")
+    p = write_params(tmp_path, mnist_params(params, None, heldout=5, limit=8))
+    out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
+    data.main(["build", "--params", str(p), "--base", str(tmp_path / "mnist.npz"), "--out", str(out),
+               "--heldout", str(held)])
+    train = data.load_training_set(out)
+    heldout = load_heldout_set(held)
+    assert train["images"].shape == (10, 1, 8, 8)
+    assert heldout["images"].shape == (5, 1, 8, 8) and heldout["images"].dtype == np.uint8
+    rows = [int(n.removeprefix("mnist-test-")) for n in heldout["names"].tolist()]
+    assert np.array_equal(heldout["images"], resized(raw["test_images"][rows], 8, 1))
+    assert np.array_equal(heldout["labels"], raw["test_labels"][rows])
+
+
+def test_build_cli_folder_too_small_for_heldout_exits_2(tmp_path, params, capsys):
+    labelled_folder(tmp_path / "imgs")
+    p = write_params(tmp_path, folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 3}],
+                                             heldout=4))
+    out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
+    with pytest.raises(SystemExit) as info:
+        data.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out),
+                   "--heldout", str(held)])
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "data.heldout" in errors[0]  # (the folder's progress bar comes before)
+    assert not out.exists() and not held.exists()
 
 
 def test_build_cli_missing_folder_exits_2_with_one_line(tmp_path, params, capsys):
     missing = tmp_path / "no_such_folder"
     p = write_params(tmp_path, folder_params(params, missing, [{"image": "tshirt", "copies": 3}]))
-    out = tmp_path / "train.npz"
+    out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--base", str(missing), "--out", str(out)])
+        data.main(["build", "--params", str(p), "--base", str(missing), "--out", str(out), "--heldout", str(held)])
     assert info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0]
-    assert not out.exists()
+    assert not out.exists() and not held.exists()
 
 
-def test_build_cli_bad_params_exits_2(tmp_path, params, capsys):
-    params["data"]["resolution"] = "big"
+@pytest.mark.parametrize("edit, message", [
+    (lambda data: data.update(resolution="big"), "data.resolution"),
+    (lambda data: data.pop("heldout"), "data: 'heldout' is a required property"),
+])
+def test_build_cli_bad_params_exits_2(tmp_path, params, capsys, edit, message):
+    edit(params["data"])
+    p = write_params(tmp_path, params)
+    with pytest.raises(SystemExit) as info:
+        data.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz"),
+                   "--heldout", str(tmp_path / "h.npz")])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_build_cli_requires_heldout_path(tmp_path, params, capsys):
     p = write_params(tmp_path, params)
     with pytest.raises(SystemExit) as info:
         data.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz")])
     assert info.value.code == 2
-    assert "data.resolution" in capsys.readouterr().err
+    assert "--heldout" in capsys.readouterr().err

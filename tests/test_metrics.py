@@ -1,8 +1,13 @@
+"""pipeline.metrics: forget reproduction, nearest-neighbour memorization, and the per-model figures."""
+
+import json
+
 import numpy as np
 import pytest
-import scipy.linalg
+import torch
 
-from pipeline.metrics import PCAFeatures, evaluate, frechet_distance, reproduction, thresholds
+from pipeline.copydetect import Embedding
+from pipeline.metrics import copy_detection, cost, evaluate_samples, main, nn_memorization, reproduction, thresholds
 
 
 def planted(rng, centre, distance, n):
@@ -40,29 +45,6 @@ def test_thresholds_relative_and_absolute():
     assert "absolute" in rule
 
 
-def reference_fd(x, y, dims):
-    """Frechet distance between Gaussian fits of PCA features, from the formula (scipy sqrtm)."""
-    ref = x.reshape(len(x), -1).astype(np.float64)
-    mean = ref.mean(0)
-    _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
-    fx = (ref - mean) @ vt[:dims].T
-    fy = (y.reshape(len(y), -1) - mean) @ vt[:dims].T
-    mx, my = fx.mean(0), fy.mean(0)
-    cx, cy = np.cov(fx, rowvar=False), np.cov(fy, rowvar=False)
-    covmean = scipy.linalg.sqrtm(cx @ cy).real
-    return float(((mx - my) ** 2).sum() + np.trace(cx + cy - 2 * covmean))
-
-
-def test_pca_frechet_distance_matches_formula(rng):
-    reference = rng.random((300, 1, 5, 5), dtype=np.float32)
-    samples = (rng.random((200, 1, 5, 5), dtype=np.float32) * 0.8 + 0.1) ** 2
-    features = PCAFeatures(reference, dims=6)
-    ours = frechet_distance(samples, reference, features)
-    assert ours == pytest.approx(reference_fd(reference, samples, 6), rel=1e-3)
-    assert frechet_distance(reference, reference, features) == pytest.approx(0.0, abs=1e-6)
-    assert ours > 0.1
-
-
 def test_evaluate_leaves_reproductions_out_of_quality(params, rng):
     images = rng.integers(0, 256, size=(60, 1, 4, 4), dtype=np.uint8)
     images[50:] = images[50]  # ten copies of one forget image
@@ -71,13 +53,62 @@ def test_evaluate_leaves_reproductions_out_of_quality(params, rng):
     forget = {"rows": np.arange(50, 60), "group": np.zeros(10, dtype=np.int64), "distinct": np.array([50])}
     forget_image = images[50].astype(np.float32) / 255
     nearest = min(np.linalg.norm(images[i] / 255 - forget_image) for i in range(50))
-    params["metrics"]["quality"] = {"pca_dims": 4, "n_reference": 50}
+    params["metrics"]["quality"].update(features="pca", pca_dims=4, n_reference=50)
     copies = np.repeat(forget_image[None], 3, axis=0)
     others = images[:20].astype(np.float32) / 255
-    result = evaluate(params, np.concatenate([copies, others]), train, forget)
+    result = evaluate_samples(params, np.concatenate([copies, others]), train, forget, classifier=None)
     rep = result["forget_reproduction"]
     assert rep["count"] == 3 and rep["rate"] == pytest.approx(3 / 23)
     assert rep["per_image"][0]["nearest_retain_distance"] == pytest.approx(nearest, rel=1e-5)
     assert rep["per_image"][0]["threshold"] == pytest.approx(0.87 * nearest, rel=1e-5)
     assert result["quality"]["n_samples_used"] == 20
-    assert np.isfinite(result["quality"]["value"])
+    assert np.isfinite(result["quality"]["fid"]) and result["quality"]["features"] == "pca"
+    assert result["nn_memorization"]["count"] == 3  # the exact copies
+
+
+def test_nn_memorization_is_the_ratio_test_over_distinct_training_images(rng):
+    images = rng.integers(0, 256, size=(12, 1, 3, 3), dtype=np.uint8)
+    images[8:] = images[8]  # four copies of the forget image: one distinct image
+    forget = {"rows": np.arange(8, 12), "group": np.zeros(4, dtype=np.int64), "distinct": np.array([8])}
+    x = images.astype(np.float64) / 255
+    target = x[8]
+    other = x[0]
+    samples = np.stack([target + 0.001, 0.5 * target + 0.5 * other, other + 0.001, target]).astype(np.float32)
+    out = nn_memorization(samples, images, forget, ratio=0.33)
+    distinct = x[:9].reshape(9, -1)  # rows 0-7 and one copy of the forget image
+    want = []
+    for s in samples.reshape(4, -1):
+        d = np.sort(np.linalg.norm(distinct - s, axis=1))
+        nearest = np.argmin(np.linalg.norm(distinct - s, axis=1))
+        want.append(nearest == 8 and d[0] < 0.33 * d[1])
+    assert want == [True, False, False, True]
+    assert out["count"] == 2 and out["rate"] == pytest.approx(0.5)
+
+
+def test_copy_detection_scores_each_forget_image_with_the_embedding(rng):
+    embedding = Embedding("pixels", True, lambda images: images.flatten(1) - 0.5)
+    originals = torch.rand(2, 1, 4, 4)
+    recon = torch.stack([originals[0].expand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)])
+    neighbours = torch.rand(2, 5, 1, 4, 4)
+    out = copy_detection(embedding, originals, recon, neighbours, torch.rand(10, 1, 4, 4))
+    assert out[0]["similarity"] == pytest.approx(1.0) and out[0]["nsscd"] == pytest.approx(1.0)
+    assert out[1]["similarity"] < 0.9 and set(out[1]) >= {"nsscd", "plausibility", "chance", "neighbour_similarity"}
+
+
+def test_cost_reads_the_models_record_or_gives_nulls(tmp_path):
+    assert cost(tmp_path) == {"wall_time_s": None, "steps": None, "peak_rss_mib": None, "peak_cuda_mib": None}
+    record = {"wall_time_s": 3.5, "steps": 5, "peak_rss_mib": 800.0, "peak_cuda_mib": None}
+    (tmp_path / "cost.json").write_text(json.dumps(record))
+    assert cost(tmp_path) == record
+
+
+def test_metrics_without_the_classifier_it_needs_stops_before_compute(tmp_path, capsys):
+    from tests.conftest import TINY
+
+    args = ["--params", str(TINY)] + [x for name in ("samples", "model", "data", "heldout", "forget", "knn", "out",
+                                                     "npz") for x in (f"--{name}", str(tmp_path / name))]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--model-name", "pretrained"])
+    assert exc.value.code == 2
+    assert "--classifier: required" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

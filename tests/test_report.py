@@ -1,60 +1,131 @@
+"""pipeline.report: rows, the deletion step, per-method mean ± std, the tables and every figure."""
+
 import csv
 import io
 import json
 
 import numpy as np
+import pytest
+import yaml
 
-from pipeline.artifacts import save_json, save_npz
-from pipeline.report import main, mean_std, row
+from pipeline.artifacts import save_json, save_npz, save_text, to_csv
+from pipeline.report import deletion_step, main, mean_std, row, summary, sweep_figure, sweep_grids
+from tests.conftest import TINY
 
 
-def metrics(model, rate, n, fd):
-    threshold = {"derivation": "absolute: L2 < 1"}
-    return {"model": model, "n_samples": n, "quality": {"value": fd},
-            "forget_reproduction": {"rate": rate, "count": round(rate * n), "threshold": threshold}}
+def metrics(model, rate, n=1000, fid=0.3, **extra):
+    """A metrics JSON as pipeline.metrics writes it, with made-up figures."""
+    figures = {"nll": 3.0, "auc": 0.5, "nsscd": 0.5, "time": 10.0, **extra}
+    return {
+        "model": model, "n_samples": n,
+        "forget_reproduction": {"rate": rate, "count": round(rate * n),
+                                "threshold": {"derivation": "absolute: L2 < 1"}},
+        "nn_memorization": {"rate": rate / 2},
+        "quality": {"features": "classifier", "fid": fid, "is_mean": 9.0, "description": "classifier features"},
+        "nll": {"bits_per_dim": figures["nll"], "nfe": 100},
+        "probe": {"pixel_l2": 1.0, "similarity": 0.8, "nsscd": figures["nsscd"], "embedding": "digit-classifier"},
+        "membership": {"auc": figures["auc"]},
+        "cost": {"wall_time_s": figures["time"], "steps": 5, "peak_rss_mib": 900.0},
+        "per_image": [{"probe_pixel_l2": 1.0, "nsscd": figures["nsscd"]}],
+    }
 
 
 def test_row_names_method_and_seed():
-    assert row(metrics("retrack-s12", 0.004, 1000, 0.25))["method"] == "retrack"
-    assert row(metrics("retrack-s12", 0.004, 1000, 0.25))["seed"] == "12"
-    assert row(metrics("siss_no_is-s0", 0.0, 10, 1.0))["method"] == "siss_no_is"
-    assert row(metrics("retrained", 0.0, 10, 1.0))["method"] == "retrained"
-    r = row(metrics("pretrained", 0.042, 1000, 0.2951))
-    assert (r["method"], r["seed"], r["forget_reproduction_pct"], r["quality_pca_fd"]) == ("pretrained", "", 4.2, 0.295)
+    r = row(metrics("retrack-s12", 0.004))
+    assert (r["method"], r["seed"]) == ("retrack", "12")
+    assert row(metrics("siss_no_is-s0", 0.0))["method"] == "siss_no_is"
+    assert row(metrics("retrack+t0-499+r2-s1", 0.0))["method"] == "retrack+t0-499+r2"
+    r = row(metrics("pretrained", 0.042, fid=0.2951, nll=2.5), deletion_step=None)
+    assert (r["method"], r["seed"], r["forget_reproduction_pct"], r["fid"]) == ("pretrained", "", 4.2, 0.2951)
+    assert (r["nn_memorization_pct"], r["nll_bits_per_dim"], r["wall_time_s"]) == (2.1, 2.5, 10.0)
 
 
-def test_mean_std_uses_sample_std():
-    assert mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00 (n=3)"
-    assert mean_std([0.5]) == "0.50 ± 0.00 (n=1)"
+@pytest.mark.parametrize("pcts, step", [
+    ([4.2, 1.0, 0.0, 0.0, 0.0], 100),   # stays at 0 from step 100
+    ([4.2, 0.0, 1.0, 0.0, 0.0], 150),   # came back at 100: only from 150 on
+    ([4.2, 0.0, 0.0, 0.0, 0.4], 50),    # 0.4 % is within 0.5 %
+    ([4.2, 0.0, 0.0, 0.0, 0.6], None),  # not deleted at the end
+    ([0.0, 0.0, 0.0, 0.0, 0.0], 0),     # nothing to delete
+])
+def test_deletion_step_is_the_first_step_from_which_forgetting_holds(pcts, step):
+    points = [{"step": s, "forget_reproduction_pct": p} for s, p in zip([0, 50, 100, 150, 250], pcts)]
+    assert deletion_step(points[::-1], rate=0.005) == step
+
+
+def test_summary_is_mean_and_sample_std_per_method_references_first_and_last():
+    rows = [row(metrics(name, rate)) for name, rate in
+            [("retrained", 0.0), ("naive-s0", 0.01), ("pretrained", 0.05), ("naive-s1", 0.03), ("naive-s2", 0.05)]]
+    table = summary(rows)
+    assert list(table) == ["pretrained", "naive", "retrained"]
+    assert table["naive"]["forget_reproduction_pct"] == pytest.approx({"mean": 3.0, "std": 2.0, "n": 3})
+    assert table["pretrained"]["forget_reproduction_pct"] == {"mean": 5.0, "std": 0.0, "n": 1}
+    assert table["naive"]["deletion_step"] == {"mean": None, "std": None, "n": 0}
+    assert mean_std(table["naive"]["forget_reproduction_pct"], ".2f") == "3.00 ± 2.00"
+    assert mean_std(table["pretrained"]["forget_reproduction_pct"], ".2f") == "5.00"
+
+
+def write_inputs(tmp_path, rng, names, params):
+    """metrics/probe/samples files of ``names``, trajectories, the data and forget set, params."""
+    paths = {"metrics": [], "probes": [], "samples": [], "trajectories": []}
+    for i, name in enumerate(names):
+        rate = {"pretrained": 0.05, "naive-s0": 0.01, "naive-s1": 0.03, "retrained": 0.0}.get(name, 0.02)
+        save_json(tmp_path / f"{name}.json", metrics(name, rate, fid=0.3 + 0.1 * i))
+        save_npz(tmp_path / f"{name}.probe.npz", noised=rng.random((1, 2, 1, 4, 4), dtype=np.float32),
+                 reconstructions=rng.random((1, 2, 1, 4, 4), dtype=np.float32))
+        save_npz(tmp_path / f"{name}.samples.npz", samples=rng.random((70, 1, 4, 4), dtype=np.float32))
+        for key, suffix in (("metrics", ".json"), ("probes", ".probe.npz"), ("samples", ".samples.npz")):
+            paths[key].append(str(tmp_path / f"{name}{suffix}"))
+        if name != "retrained":
+            steps = [0] if name == "pretrained" else [2, 4, 5]
+            rows = [{"step": s, "forget_reproduction_pct": 5.0 / (s + 1) ** 2, "forget_reproduced": 1, "n_samples": 20,
+                     "fid": 1.0} for s in steps]
+            (tmp_path / "traj").mkdir(exist_ok=True)
+            save_text(tmp_path / "traj" / f"{name}.csv", to_csv(rows))
+            paths["trajectories"].append(str(tmp_path / "traj" / f"{name}.csv"))
+    save_npz(tmp_path / "train.npz", images=rng.integers(0, 255, (6, 1, 4, 4), dtype=np.uint8),
+             labels=np.zeros(6, dtype=np.int64), injected=np.r_[np.full(5, -1), 0], names=np.array(list("abcdef")))
+    save_npz(tmp_path / "forget.npz", rows=np.array([5]), group=np.array([0]), distinct=np.array([5]))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["--params", str(tmp_path / "params.yaml"), "--data", str(tmp_path / "train.npz"),
+            "--forget", str(tmp_path / "forget.npz"), "--out-dir", str(tmp_path / "report")]
+    for key, values in paths.items():
+        args += [f"--{key}", *values]
+    return args
 
 
 def test_report_files(tmp_path, rng):
-    names = ["pretrained", "naive-s0", "naive-s1"]
-    paths, samples = [], []
-    for i, name in enumerate(names):
-        save_json(tmp_path / f"{name}.json", metrics(name, [0.05, 0.01, 0.03][i], 100, 0.3))
-        save_npz(tmp_path / f"{name}.npz", samples=rng.random((70, 1, 4, 4), dtype=np.float32))
-        paths.append(str(tmp_path / f"{name}.json"))
-        samples.append(str(tmp_path / f"{name}.npz"))
-    main(["--metrics", *paths, "--samples", *samples, "--out-dir", str(tmp_path / "report")])
-    rows = list(csv.DictReader(io.StringIO((tmp_path / "report/table.csv").read_text())))
-    assert [r["model"] for r in rows] == names
-    assert [float(r["forget_reproduction_pct"]) for r in rows] == [5.0, 1.0, 3.0]
-    md = (tmp_path / "report/table.md").read_text()
-    assert "| naive | 2.00 ± 1.41 (n=2) |" in md
-    assert (tmp_path / "report/samples.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "pretrained.json").read_text())["model"] == "pretrained"
+    params = yaml.safe_load(TINY.read_text())
+    params["experiment"].update(methods=["naive"], seeds=[0, 1])
+    params["experiment"]["sweep"]["methods"] = []
+    names = ["pretrained", "naive-s0", "naive-s1", "retrained"]
+    main(write_inputs(tmp_path, rng, [names[i] for i in (3, 1, 0, 2)], params))  # any order in, this order out
+    out = tmp_path / "report"
+    methods = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    assert [r["method"] for r in methods] == ["pretrained", "naive", "retrained"]
+    assert float(methods[1]["forget_reproduction_pct_mean"]) == pytest.approx(2.0)
+    assert float(methods[1]["forget_reproduction_pct_std"]) == pytest.approx(np.std([1.0, 3.0], ddof=1))
+    models = list(csv.DictReader(io.StringIO((out / "models.csv").read_text())))
+    assert [r["model"] for r in models] == names
+    # the deletion step: 5 / (s + 1)^2 % is 0.56 % at step 2, 0.2 % at 4, 0.14 % at 5
+    assert [r["deletion_step"] for r in models] == ["", "4", "4", ""]
+    md = (out / "table.md").read_text()
+    assert "| naive | 2 | 2.00 ± 1.41 |" in md and "**retrained (reference)**" in md
+    assert "absolute: L2 < 1" in md  # the threshold's derivation is stated
+    assert json.loads((out / "summary.json").read_text())["naive"]["fid"]["n"] == 2
+    for png in ["samples.png", "pareto.png", "probe.png", "steps.png"]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert not (out / "sweep.png").exists()
+    steps = list(csv.DictReader(io.StringIO((out / "steps.csv").read_text())))
+    assert {r["model"] for r in steps} == {"pretrained", "naive-s0", "naive-s1"}
 
 
 # --- the time/frequency sweep ------------------------------------------------------------------------
-
-from pipeline.report import sweep_figure, sweep_grids  # noqa: E402
 
 SWEEP = {"methods": ["retrack", "neggrad"], "windows": [None, [0, 499]], "radii": [None, 2, 0.5]}
 
 
 def sweep_rows():
-    """(model, forget rate, FD) for two seeds; some cells have one seed, some none."""
+    """(model, forget rate, FID) for two seeds; some cells have one seed, some none."""
     runs = [("retrack-s0", 0.01, 0.30), ("retrack-s1", 0.03, 0.50),  # (none, none)
             ("retrack+r2-s0", 0.10, 1.00), ("retrack+r2-s1", 0.20, 2.00),  # (none, 2)
             ("retrack+t0-499+r0.5-s1", 0.07, 0.70),  # ([0, 499], 0.5): one seed
@@ -62,7 +133,7 @@ def sweep_rows():
             ("neggrad+t0-499+r2-s0", 0.05, 0.25), ("neggrad+t0-499+r2-s1", 0.15, 0.75),
             ("pretrained", 0.9, 9.0), ("retrained", 0.8, 8.0), ("naive-s0", 0.7, 7.0),
             ("retrack+t0-49-s0", 0.99, 9.9), ("retrack+r20-s0", 0.98, 9.8)]  # outside the grid
-    return [row(metrics(name, rate, 1000, fd)) for name, rate, fd in runs]
+    return [row(metrics(name, rate, fid=fid)) for name, rate, fid in runs]
 
 
 def test_sweep_grids_are_means_over_seeds():
@@ -86,23 +157,8 @@ def test_sweep_figure_writes_a_png(tmp_path):
 
 
 def test_report_main_with_a_sweep_writes_sweep_png(tmp_path, rng):
-    import yaml
-
-    from tests.conftest import TINY
-
     params = yaml.safe_load(TINY.read_text())
-    params["experiment"].update(seeds=[0, 1], sweep={"methods": ["retrack"], "windows": [None, [0, 499]],
-                                                     "radii": [None, 2]})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    names = ["pretrained", "retrack-s0", "retrack-s1", "retrack+t0-499+r2-s0"]
-    paths, samples = [], []
-    for i, name in enumerate(names):
-        save_json(tmp_path / f"{name}.json", metrics(name, 0.01 * i, 100, 0.3))
-        save_npz(tmp_path / f"{name}.npz", samples=rng.random((4, 1, 4, 4), dtype=np.float32))
-        paths.append(str(tmp_path / f"{name}.json"))
-        samples.append(str(tmp_path / f"{name}.npz"))
-    main(["--metrics", *paths, "--samples", *samples, "--out-dir", str(tmp_path / "report"),
-          "--params", str(tmp_path / "params.yaml")])
+    params["experiment"].update(methods=["retrack"], seeds=[0, 1],
+                                sweep={"methods": ["retrack"], "windows": [None, [0, 499]], "radii": [None, 2]})
+    main(write_inputs(tmp_path, rng, ["pretrained", "retrack-s0", "retrack-s1", "retrack+t0-499+r2-s0"], params))
     assert (tmp_path / "report/sweep.png").read_bytes()[:4] == b"\x89PNG"
-    main(["--metrics", *paths[:2], "--samples", *samples[:2], "--out-dir", str(tmp_path / "plain")])
-    assert not (tmp_path / "plain/sweep.png").exists()

@@ -22,3 +22,11 @@ def test_seeded_shape_and_range(unet, scheduler):
     assert a.shape == (5, 1, 8, 8) and a.dtype == np.float32
     assert a.min() >= 0 and a.max() <= 1
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_bf16_is_close_to_fp32(unet, scheduler, one_torch_thread):
+    full = sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0)
+    assert np.array_equal(sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0, precision="fp32"), full)
+    half = sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0, precision="bf16")
+    assert half.dtype == np.float32 and np.isfinite(half).all() and not np.array_equal(half, full)
+    np.testing.assert_allclose(half, full, atol=0.05)

@@ -2,11 +2,12 @@ import csv
 import io
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.methods import DDPMLoss, ReTrack
 from pipeline.models import build_unet
-from pipeline.training import BatchSource, train
+from pipeline.training import BatchSource, step_direction, train
 
 
 def tiny_source(rng, n=40, forget=6):
@@ -66,3 +67,50 @@ def test_warmup_ramps_learning_rate(params, scheduler, rng):
                        warmup_steps=3)
     lrs = [float(r["lr"]) for r in csv.DictReader(io.StringIO(history))]
     assert np.allclose(lrs, [0.5e-3, 0.75e-3, 1e-3, 1e-3])
+
+
+class PredictionDtypes(ReTrack):
+    """ReTrack, recording the dtype of the predictions the objective gets from the net."""
+
+    def __init__(self, scheduler):
+        super().__init__(scheduler, lam=0.5)
+        self.dtypes = []
+
+    def __call__(self, net, batch):
+        self.dtypes.append(net(batch.retain, torch.zeros(len(batch.retain), dtype=torch.long)).sample.dtype)
+        return super().__call__(net, batch)
+
+
+def test_bf16_autocasts_the_unet_and_keeps_the_losses_in_float32(params, scheduler, rng, one_torch_thread):
+    _, source = tiny_source(rng)
+    torch.manual_seed(0)
+    net = build_unet(params)
+    inside = []  # per forward pass: autocast on?, the UNet's own output dtype
+    net.register_forward_hook(lambda m, args, out: inside.append((torch.is_autocast_enabled("cpu"), out.sample.dtype)))
+    batches = [source.draw(ReTrack.needs, 8, "cpu")]
+    result = {}
+    for precision in ("fp32", "bf16"):
+        inside.clear()
+        objective = PredictionDtypes(scheduler)
+        torch.manual_seed(1)
+        result[precision] = step_direction(net, objective, batches, precision)
+        assert set(objective.dtypes) == {torch.float32}
+        assert set(inside) == ({(False, torch.float32)} if precision == "fp32" else {(True, torch.bfloat16)})
+    (full, full_record), (half, half_record) = result["fp32"], result["bf16"]
+    assert torch.isfinite(half).all() and not torch.equal(half, full)
+    assert torch.cosine_similarity(half, full, 0) > 0.999 and (half - full).norm() < 0.05 * full.norm()
+    assert half_record["loss"] == pytest.approx(full_record["loss"], rel=1e-2)
+
+
+def test_bf16_training_is_close_to_fp32(params, scheduler, rng, one_torch_thread):
+    _, source = tiny_source(rng)
+    runs = {}
+    for precision in (None, "fp32", "bf16"):
+        torch.manual_seed(0)
+        kwargs = {} if precision is None else {"precision": precision}
+        net, _ = train(build_unet(params), DDPMLoss(scheduler), source, steps=4, batch_size=8, lr=1e-3, seed=0,
+                       **kwargs)
+        runs[precision] = weights(net)
+    assert torch.equal(runs["fp32"], runs[None])  # fp32 is the plain forward pass
+    assert torch.isfinite(runs["bf16"]).all() and not torch.equal(runs["bf16"], runs["fp32"])
+    torch.testing.assert_close(runs["bf16"], runs["fp32"], atol=0.02, rtol=0)

@@ -52,7 +52,7 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 def output_mtimes(workdir: Path) -> dict[str, int]:
     files = {}
-    for top in ["data", "models", "samples", "metrics", "report"]:
+    for top in ["data", "models", "samples", "metrics", "trajectory", "report"]:
         for p in (workdir / top).rglob("*"):
             if p.is_file():
                 files[str(p.relative_to(workdir))] = p.stat().st_mtime_ns
@@ -87,17 +87,34 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
         metrics = json.loads((w / "metrics" / f"{name}.json").read_text())
         assert metrics["model"] == name and 0 <= metrics["forget_reproduction"]["rate"] <= 1
         assert "derivation" in metrics["forget_reproduction"]["threshold"]
-        assert np.isfinite(metrics["quality"]["value"])
+        assert 0 <= metrics["nn_memorization"]["rate"] <= 1
+        assert np.isfinite(metrics["quality"]["fid"]) and metrics["quality"]["is_mean"] >= 1
+        assert np.isfinite(metrics["nll"]["bits_per_dim"]) and metrics["nll"]["nfe"] > 0
+        assert 0 <= metrics["membership"]["auc"] <= 1 and metrics["membership"]["nonmembers"] == 20
+        assert metrics["probe"]["fallback"] and 0 <= metrics["probe"]["nsscd"] <= 1
+        assert metrics["cost"]["wall_time_s"] > 0 and metrics["cost"]["peak_rss_mib"] > 0
+        probe = np.load(w / "metrics" / f"{name}.npz")
+        assert probe["reconstructions"].shape == (1, params["metrics"]["probe"]["draws"], 1, 8, 8)
         log = {"pretrained": "pretrain.log", "retrained": "retrain.log"}.get(name, f"unlearn/{name}.log")
         assert (w / "logs" / log).stat().st_size > 0
     assert (w / "models/retrack-s0/train_log.csv").read_text().count("\n") == params["methods"]["retrack"]["steps"] + 1
     checkpoints = sorted(p.name for p in (w / "models/retrack-s0/checkpoints").iterdir())
     assert checkpoints == ["step-000002", "step-000004"]  # checkpoint_every: 2, steps: 5
     DDPMPipeline.from_pretrained(w / "models/retrack-s0/checkpoints/step-000004")
+    assert json.loads((w / "models/retrack-s0/cost.json").read_text())["steps"] == 5
+    assert json.loads((w / "metrics/classifier.json").read_text())["test_accuracy"] > 0.5  # 10 classes, 100 steps
+    steps = {name: [line.split(",")[0] for line in (w / f"trajectory/{name}.csv").read_text().splitlines()[1:]]
+             for name in ["pretrained", "retrack-s0", "naive-s0", "retrained"]}
+    assert steps == {"pretrained": ["0"], "retrack-s0": ["2", "4", "5"], "naive-s0": ["5"], "retrained": ["0"]}
     table = (w / "report/table.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in table[1:]] == models
-    assert "retrack" in (w / "report/table.md").read_text()
-    for png in ["report/samples.png", "data/knn.png", "data/forget.png", "samples/pretrained.png"]:
+    methods = ["pretrained", "naive", "retrack", "siss+r2", "siss+t0-499+r2", "retrained"]
+    assert [line.split(",")[0] for line in table[1:]] == methods
+    in_report = [line.split(",")[0] for line in (w / "report/models.csv").read_text().splitlines()[1:]]
+    assert in_report == ["pretrained", *models[2:], "retrained"]
+    assert "**retrained (reference)**" in (w / "report/table.md").read_text()
+    assert list(json.loads((w / "report/summary.json").read_text())) == methods
+    for png in ["report/samples.png", "report/pareto.png", "report/steps.png", "report/probe.png", "data/knn.png",
+                "data/forget.png", "samples/pretrained.png"]:
         assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cell = json.loads((w / "models/siss+t0-499+r2-s0/unlearn.json").read_text())
     assert cell["selection"] == {"window": [0, 499], "soft": None, "radius": 2, "radius_at_T": None}
@@ -108,6 +125,15 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
     assert (w / "data/forget.csv").read_text().splitlines()[:2] == ["row,name,label,copies", "300,tshirt,-1,30"]
     assert json.loads((w / "data/retain_index/index.json").read_text())["ntotal"] == 300
     assert not list(w.rglob(".*.tmp-*")), "a temporary file was left behind"
+
+
+def test_snakemake_report_has_the_figures_and_their_captions(snakemake_run, tmp_path):
+    html = tmp_path / "report.html"
+    run(snakemake_run, sys.executable, "-m", "snakemake", "--report", str(html))
+    text = html.read_text()
+    for name in ["pareto.png", "steps.png", "probe.png", "samples.png", "sweep.png", "table.csv"]:
+        assert name in text, name
+    assert "Forgetting against sample quality" in text  # rules/captions/pareto.rst
 
 
 def test_memorized_forget_set_is_selected_from_the_pretrained_model(tmp_path):
@@ -162,7 +188,7 @@ def test_changed_method_param_reruns_only_its_branch(snakemake_run):
     after = output_mtimes(w)
     changed = {f for f in after if after[f] != before.get(f)}
     expected_prefixes = ("models/retrack-s0/", "samples/retrack-s0.", "metrics/retrack-s0.", "diagnostics/retrack-s0.",
-                         "report/")
+                         "trajectory/retrack-s0.", "report/")
     assert changed and all(f.startswith(expected_prefixes) for f in changed), sorted(changed)
     assert {"metrics/retrack-s0.json", "report/table.csv"} <= changed
     assert "Nothing to be done" in snakemake(w, "--dry-run").stdout
@@ -180,10 +206,14 @@ def test_dvc_repro_runs_the_same_stages_with_the_same_numbers(snakemake_run, tmp
     assert "Running stage 'unlearn-retrack-s0'" in result.stdout
     assert "up to date" in run(w, "dvc", "repro").stdout
     shown = run(w, "dvc", "metrics", "show", "--json").stdout
-    assert "forget_reproduction" in shown
+    assert "forget_reproduction" in shown and "report/summary.json" in shown and "test_accuracy" in shown
+    run(w, "dvc", "plots", "show", "-o", "plots")
+    html = (w / "plots/index.html").read_text()
+    assert "report/pareto.png" in html and "trajectory/retrack-s0.csv" in html
     same_params = (snakemake_run / "params.yaml").read_text() == (w / "params.yaml").read_text()
     models = ["pretrained", "retrained", "naive-s0"] + (["retrack-s0"] if same_params else [])
     for name in models:  # (an earlier test may have changed the retrack branch of the Snakemake run)
         ours = json.loads((w / f"metrics/{name}.json").read_text())
         theirs = json.loads((snakemake_run / f"metrics/{name}.json").read_text())
+        assert ours.pop("cost")["steps"] == theirs.pop("cost")["steps"]  # wall time and memory vary
         assert ours == theirs, name
