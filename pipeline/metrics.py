@@ -43,7 +43,7 @@ from pipeline.knn import exact_search, load_knn, temporary_vectors
 from pipeline.likelihood import ProbabilityFlowNLL
 from pipeline.models import device, load_model
 from pipeline.probes import denoising_losses, membership_auc, reconstruct
-from pipeline.quality import flat_float, quality
+from pipeline.quality import check_setup, flat_float, quality
 from pipeline.sampling import load_samples
 
 
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     if needs_classifier(params) and not args.classifier:
         raise UserError("--classifier: required by metrics.quality.features 'classifier' or by "
                         "metrics.copy_detection.sscd null (the fallback embedding)")
+    check_setup(params["metrics"]["quality"], has_classifier=bool(args.classifier))
     log = setup_logging(args.log)
     classifier = load_classifier(args.classifier) if args.classifier else None
     embedding = embedding_for(params, classifier)

@@ -187,9 +187,19 @@ def inception_is(samples: np.ndarray, splits: int, weights_path: str | None) -> 
     return inception_score(_rgb_uint8(samples), net.to(_inception_device()), splits)
 
 
+def check_setup(cfg: dict, has_classifier: bool) -> None:
+    """Before any compute: what ``metrics.quality.features`` needs is at hand (the digit classifier,
+    or torch-fidelity and the Inception weights), else one UserError saying what is missing."""
+    if cfg["features"] == "classifier" and not has_classifier:
+        raise UserError("metrics.quality.features: 'classifier' needs the digit classifier (--classifier)")
+    if cfg["features"] == "inception":
+        check_inception(cfg.get("inception_weights"))
+
+
 def quality(samples: np.ndarray, reference: np.ndarray, cfg: dict, classifier: nn.Module | None = None) -> dict:
     """FID of float [0, 1] ``samples`` against ``reference`` images, and IS of the samples, with the
     network ``cfg["features"]`` names (``cfg``: ``metrics.quality``); NaN with fewer than 2 samples."""
+    check_setup(cfg, classifier is not None)
     kind, n_ref, splits = cfg["features"], len(reference), cfg["is_splits"]
     enough = len(samples) >= 2
     nan = float("nan")
@@ -201,13 +211,10 @@ def quality(samples: np.ndarray, reference: np.ndarray, cfg: dict, classifier: n
                                f"{features.num_features} principal components of the retain images (lower is "
                                "better); no IS, PCA features have no classes"}
     if kind == "inception":
-        check_inception(cfg.get("inception_weights"))
         fid = inception_fid(samples, reference, cfg.get("inception_weights")) if enough else nan
         is_mean, is_std = inception_is(samples, splits, cfg.get("inception_weights")) if enough else (nan, nan)
         network = "Inception v3 (torch-fidelity's FID weights; grey images repeated to RGB), 2048-d pool features"
     else:
-        if classifier is None:
-            raise UserError("metrics.quality.features: 'classifier' needs the digit classifier (--classifier)")
         fid = frechet_distance(samples, reference, ClassifierFeatures(classifier)) if enough else nan
         is_mean, is_std = inception_score(samples, ClassifierLogits(classifier), splits) if enough else (nan, nan)
         network = (f"the digit classifier trained on the retain set (MNIST T-shirt protocol), "

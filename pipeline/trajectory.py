@@ -23,6 +23,7 @@ from pipeline.config import cli, load_params, stage_args
 from pipeline.data import load_forget_set, load_training_set
 from pipeline.metrics import evaluate_samples
 from pipeline.models import device, load_model
+from pipeline.quality import check_setup
 from pipeline.sampling import sample
 
 
@@ -56,6 +57,7 @@ def trajectory(params: dict, model_dir: Path, train: dict, forget: dict, classif
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(argv, __doc__, "model", "data", "forget", "out", optional=("classifier",))
     params = load_params(args.params)
+    check_setup(params["metrics"]["quality"], has_classifier=bool(args.classifier))
     log = setup_logging(args.log)
     classifier = load_classifier(args.classifier) if args.classifier else None
     rows = trajectory(params, Path(args.model), load_training_set(args.data), load_forget_set(args.forget),
