@@ -1,13 +1,16 @@
-"""Per-step wall time of every unlearning method, side by side in one run.
+"""Per-step wall time of every unlearning method, side by side in one run, and how the compute
+options (``compute.precision``, ``channels_last``, ``compile``) change one method's.
 
 The default model (params.yaml: UNet and resolution) and each method's own batch size and
-hyperparameters, on synthetic images; rounds interleave the methods so that drift of the
-machine hits all alike. Prints seconds per optimizer step (median over rounds) and the ratio
-to naive deletion's step. Expected shape: SISS close to one forward + one backward (~1x naive),
-SISS without IS and EraseDiff about two (two forward passes), ReTrack about two (a forget and
-a retain batch).
+hyperparameters, on synthetic images; rounds interleave the methods and the options so that
+drift of the machine hits all alike. Prints seconds per optimizer step (median over rounds),
+steps per second, and the ratio to naive deletion's step; then, for ``--method``, steps per second
+under each option and the speed-up over fp32. Expected shape: SISS close to one forward + one
+backward (~1x naive), SISS without IS and EraseDiff about two (two forward passes), ReTrack about
+two (a forget and a retain batch). An option whose ``torch.compile`` fails (no C++ compiler, no
+Triton) is reported and left out.
 
-    python benchmarks/step_time.py [--params params.yaml] [--rounds 5] [--steps 3]
+    python benchmarks/step_time.py [--params params.yaml] [--rounds 5] [--steps 3] [--method naive]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from variants import VARIANTS, try_variants
 
 from pipeline.config import load_params
 from pipeline.methods import REGISTRY, make_method
@@ -34,17 +38,25 @@ def synthetic_source(params: dict, n: int = 1024, forget: int = 64, k: int = 10)
     return BatchSource(images, np.arange(n - forget), forget_rows, np.arange(forget), neighbours)
 
 
-def seconds_per_step(params: dict, name: str, source: BatchSource, steps: int) -> float:
+def seconds_per_step(params: dict, name: str, source: BatchSource, steps: int, **options) -> float:
     cfg = params["methods"][name]
     torch.manual_seed(0)
     unet = build_unet(params).to(device())
     method = make_method(name, cfg, build_scheduler(params))
     start = time.perf_counter()
     train(unet, method, source, steps=steps, batch_size=cfg["batch_size"], lr=cfg["lr"], seed=0,
-          accumulate=cfg.get("accumulate", 1), desc=name)
+          accumulate=cfg.get("accumulate", 1), desc=name, **options)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
+
+
+def warm_up(params: dict, names: list[str], method: str, source: BatchSource) -> tuple[dict, dict]:
+    """One step of each method and of ``method`` under each option (allocator, kernels,
+    compilation); return the options that ran, and those that failed with the reason."""
+    for name in names:
+        seconds_per_step(params, name, source, 1)
+    return try_variants(VARIANTS, lambda options: seconds_per_step(params, method, source, 1, **options))
 
 
 def main() -> None:
@@ -52,23 +64,36 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per method per round")
+    parser.add_argument("--method", default="naive", help="the method timed under each compute option")
     args = parser.parse_args()
     params = load_params(args.params)
     names = [n for n in REGISTRY if n in params["methods"]]
     source = synthetic_source(params)
-    for name in names:  # warm-up: allocator, kernels
-        seconds_per_step(params, name, source, 1)
+    options, failed = warm_up(params, names, args.method, source)
     times = {name: [] for name in names}
+    option_times = {option: [] for option in options}
     for _ in range(args.rounds):
         for name in names:
             times[name].append(seconds_per_step(params, name, source, args.steps))
+        for option, kwargs in options.items():
+            option_times[option].append(seconds_per_step(params, args.method, source, args.steps, **kwargs))
     base = statistics.median(times["naive"])
     print(f"device: {device()}, torch threads: {torch.get_num_threads()}, "
           f"{args.rounds} rounds x {args.steps} steps, batch sizes from {args.params}")
-    print(f"{'method':<12} {'batch':>5} {'s/step':>8} {'ratio to naive':>15}")
+    print(f"{'method':<12} {'batch':>5} {'s/step':>8} {'steps/s':>8} {'ratio to naive':>15}")
     for name in names:
         median = statistics.median(times[name])
-        print(f"{name:<12} {params['methods'][name]['batch_size']:>5} {median:>8.3f} {median / base:>15.2f}")
+        print(f"{name:<12} {params['methods'][name]['batch_size']:>5} {median:>8.3f} {1 / median:>8.2f} "
+              f"{median / base:>15.2f}")
+    fp32 = statistics.median(times[args.method])
+    print(f"\n{args.method} under the compute options")
+    print(f"{'option':<30} {'s/step':>8} {'steps/s':>8} {'speed-up':>9}")
+    print(f"{'fp32':<30} {fp32:>8.3f} {1 / fp32:>8.2f} {1:>9.2f}")
+    for option, values in option_times.items():
+        median = statistics.median(values)
+        print(f"{option:<30} {median:>8.3f} {1 / median:>8.2f} {fp32 / median:>9.2f}")
+    for option, reason in failed.items():
+        print(f"{option:<30} failed: {reason}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import functools
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,12 +117,35 @@ def _cross_checks(params: dict) -> list[str]:
         if window and not 0 <= window[0] <= window[1] < T:
             problems.append(f"experiment.sweep.windows: {window} must satisfy 0 <= t1 <= t2 < "
                             f"model.num_train_timesteps = {T}")
+    experiment = params["experiment"]
+    if experiment.get("per_image") and forget["strategy"] not in COUNTED_STRATEGIES:
+        problems.append(f"experiment.per_image: needs a forget.strategy that fixes the forget images in params "
+                        f"({', '.join(COUNTED_STRATEGIES)}), not {forget['strategy']!r}")
+    if experiment.get("per_image") and experiment["retrain"]:
+        problems.append("experiment.retrain: one retrained model per forget image is not supported; "
+                        "set it false with experiment.per_image")
     for name in params["experiment"]["methods"]:
         if name not in REGISTRY:
             problems.append(f"experiment.methods: unknown method {name!r}; known: {sorted(REGISTRY)}")
         elif name not in params["methods"]:
             problems.append(f"methods.{name}: missing; every method in experiment.methods needs its hyperparameters")
     return problems
+
+
+def external_files(params: dict) -> dict[str, list[str]]:
+    """The files an experiment reads that no stage writes, by what they are: the image folder
+    (``base``), forget images injected from files, the encoder of a latent or embedding k-NN
+    space, the SSCD model and the Inception weights, each when params name one. The rules declare
+    them as inputs, so that a missing one stops the run before any job starts."""
+    data, metrics = params["data"], params["metrics"]
+    return {
+        "base": [data["source"]["path"]] if data["source"]["kind"] == "folder" else [],
+        "forget_images": [item["image"] for item in data["inject"]
+                          if item["image"] != "tshirt" and not item["image"].startswith("torchvision:")],
+        "encoder": [params["knn"]["encoder"]] if params["knn"]["space"] != "pixels" else [],
+        "sscd": [metrics["copy_detection"]["sscd"]] if metrics["copy_detection"].get("sscd") else [],
+        "inception": [metrics["quality"]["inception_weights"]] if metrics["quality"].get("inception_weights") else [],
+    }
 
 
 def needs_classifier(params: dict) -> bool:
@@ -156,35 +179,48 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return validate(params, str(path))
 
 
-RUN_PATTERN = r"[a-z_]+(\+t\d+-\d+)?(\+r\d+(\.\d+)?)?-s\d+"
-_RUN = re.compile(r"(?P<method>[a-z_]+)(\+t(?P<t1>\d+)-(?P<t2>\d+))?(\+r(?P<radius>\d+(\.\d+)?))?-s(?P<seed>\d+)")
+RUN_PATTERN = r"[a-z_]+(\+t\d+-\d+)?(\+r\d+(\.\d+)?)?-s\d+(-i\d+)?"
+_RUN = re.compile(r"(?P<method>[a-z_]+)(\+t(?P<t1>\d+)-(?P<t2>\d+))?(\+r(?P<radius>\d+(\.\d+)?))?-s(?P<seed>\d+)"
+                  r"(-i(?P<image>\d+))?")
+# forget.strategy values whose number of forget images the params fix (experiment.per_image needs it)
+COUNTED_STRATEGIES = ("injected", "indices", "files", "random")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One unlearning run: a method, a seed and, for a cell of the time/frequency sweep, the
-    forget term's hard time window and low-pass radius (:mod:`pipeline.selection`). Its name is
-    its model directory under models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``."""
+    """One unlearning run: a method, a seed, for a cell of the time/frequency sweep the forget
+    term's hard time window and low-pass radius (:mod:`pipeline.selection`) and, with
+    ``experiment.per_image``, the one forget image it unlearns (its position among the distinct
+    forget images in row order, :func:`pipeline.forget.one_image`). Its name is its model directory
+    under models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``, ``retrack-s0-i3``."""
 
     method: str
     seed: int
     window: tuple[int, int] | None = None
     radius: float | None = None
+    image: int | None = None
 
     @property
     def name(self) -> str:
         window = f"+t{self.window[0]}-{self.window[1]}" if self.window else ""
         radius = f"+r{np.format_float_positional(self.radius, trim='-')}" if self.radius is not None else ""
-        return f"{self.method}{window}{radius}-s{self.seed}"
+        image = f"-i{self.image}" if self.image is not None else ""
+        return f"{self.method}{window}{radius}-s{self.seed}{image}"
+
+    @property
+    def variant(self) -> str:
+        """The name without seed and image: what the report averages over (``retrack+t250-750``)."""
+        return self.name.rsplit("-s", 1)[0]
 
     @classmethod
     def parse(cls, name: str) -> "Run":
         match = _RUN.fullmatch(name)
         if not match:
-            raise UserError(f"{name!r} is not a run name (method[+t<t1>-<t2>][+r<radius>]-s<seed>)")
+            raise UserError(f"{name!r} is not a run name (method[+t<t1>-<t2>][+r<radius>]-s<seed>[-i<image>])")
         window = (int(match["t1"]), int(match["t2"])) if match["t1"] else None
         radius = float(match["radius"]) if match["radius"] else None
-        return cls(match["method"], int(match["seed"]), window, radius)
+        image = int(match["image"]) if match["image"] else None
+        return cls(match["method"], int(match["seed"]), window, radius, image)
 
     def hyperparameters(self, params: dict) -> dict:
         """``methods.<method>``; a sweep cell replaces its ``time`` and ``frequency``."""
@@ -195,10 +231,18 @@ class Run:
         return cfg
 
 
+def forget_count(params: dict) -> int:
+    """How many forget images ``forget`` names, for the strategies that fix it in params
+    (``COUNTED_STRATEGIES``); identical images would merge into one, which the stages check."""
+    cfg = params["forget"]
+    return {"injected": lambda: len(params["data"]["inject"]), "indices": lambda: len(set(cfg["indices"])),
+            "files": lambda: len(set(cfg["files"])), "random": lambda: cfg["random"]["k"]}[cfg["strategy"]]()
+
+
 def runs(params: dict) -> list[Run]:
     """The unlearning runs: every method x seed of ``experiment``, then every cell of
     ``experiment.sweep`` (methods x windows x radii x seeds; the cell without window and radius is
-    the method's own run)."""
+    the method's own run); with ``experiment.per_image``, each of them once per forget image."""
     seeds = params["experiment"]["seeds"]
     out = [Run(m, s) for m in params["experiment"]["methods"] for s in seeds]
     sweep = params["experiment"].get("sweep") or {}
@@ -206,6 +250,8 @@ def runs(params: dict) -> list[Run]:
         for window in sweep["windows"]:
             for radius in sweep["radii"]:
                 out += [Run(method, s, tuple(window) if window else None, radius) for s in seeds]
+    if params["experiment"].get("per_image"):
+        out = [replace(run, image=i) for run in out for i in range(forget_count(params))]
     return list(dict.fromkeys(out))
 
 

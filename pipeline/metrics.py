@@ -37,7 +37,7 @@ from pipeline.artifacts import save_json, save_npz, setup_logging
 from pipeline.classifier import load_classifier
 from pipeline.config import UserError, cli, load_params, needs_classifier, stage_args
 from pipeline.copydetect import Embedding, classifier_embedding, normalized_sscd, sscd_embedding
-from pipeline.data import group_identical, load_forget_set, load_heldout_set, load_training_set, retain_rows
+from pipeline.data import forget_of, group_identical, load_forget_set, load_heldout_set, load_training_set, retain_rows
 from pipeline.images import to_float
 from pipeline.knn import exact_search, load_knn, temporary_vectors
 from pipeline.likelihood import ProbabilityFlowNLL
@@ -210,11 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     log = setup_logging(args.log)
     classifier = load_classifier(args.classifier) if args.classifier else None
     embedding = embedding_for(params, classifier)
-    train, forget = load_training_set(args.data), load_forget_set(args.forget)
+    train = load_training_set(args.data)
+    forget, knn = forget_of(args.model_name, load_forget_set(args.forget), load_knn(args.knn))
     unet, scheduler = load_model(args.model)
     unet = unet.to(device()).eval()
     result = evaluate_samples(params, load_samples(args.samples), train, forget, classifier)
-    model_figures, probe_images = evaluate_model(params, unet, scheduler, train, forget, load_knn(args.knn),
+    model_figures, probe_images = evaluate_model(params, unet, scheduler, train, forget, knn,
                                                  load_heldout_set(args.heldout), embedding)
     save_npz(args.npz, **probe_images)
     save_json(args.out, {"model": args.model_name, **result, **model_figures, "cost": cost(args.model)})

@@ -120,6 +120,38 @@ def cost_record(seconds: float, steps: int) -> dict:
             "peak_cuda_mib": None if cuda is None else round(cuda, 1)}
 
 
+def compute_settings(params: dict) -> dict:
+    """How the UNet runs, from ``params['compute']``, as keyword arguments of
+    :func:`pipeline.sampling.sample` and :func:`pipeline.training.train`: ``precision``, and
+    ``channels_last`` and ``compile`` (false when absent, as in params files older than them)."""
+    compute = params["compute"]
+    return {"precision": compute["precision"], "channels_last": compute.get("channels_last", False),
+            "compile": compute.get("compile", False)}
+
+
+def prepare(unet: UNet2DModel, device: torch.device, channels_last: bool = False,
+            compile: bool = False) -> torch.nn.Module:
+    """``unet`` ready to run on ``device``, its train/eval mode untouched: moved there and, when
+    asked, its 4-D weights put in channels_last (NHWC) memory format, in place (their values do not
+    change), and the module to call wrapped by ``torch.compile`` (default mode; compiled on the
+    first call, which needs a C++ compiler on the CPU and Triton on a GPU).
+
+    oneDNN (CPU) and cuDNN run a convolution in NHWC when its input or its weight is NHWC, and
+    the NHWC output carries the format through the network, so the weights are enough: inputs need
+    no conversion. A compiled module shares ``unet``'s parameters but holds it as ``_orig_mod``
+    (state_dict keys prefixed with it): save and checkpoint ``unet`` itself (diffusers'
+    ``save_pretrained`` unwraps a compiled module too). :func:`standard_layout` undoes the format."""
+    unet.to(device)
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    return torch.compile(unet) if compile else unet
+
+
+def standard_layout(unet: torch.nn.Module) -> torch.nn.Module:
+    """``unet`` with its weights back in the default contiguous (NCHW) memory format, in place."""
+    return unet.to(memory_format=torch.contiguous_format)
+
+
 def autocast(precision: str, device: torch.device):
     """The context for the UNet's forward passes under ``compute.precision``: ``bf16``, bfloat16
     autocast on ``device``'s type (CUDA or CPU), which roughly halves the activations' memory and

@@ -30,6 +30,7 @@ from pipeline.models import (
     build_scheduler,
     build_unet,
     check_matches_data,
+    compute_settings,
     cost_record,
     device,
     load_model,
@@ -52,7 +53,7 @@ def pretrain(params: dict, images: np.ndarray, rows: np.ndarray, log,
     unet, history = train(unet, DDPMLoss(scheduler), BatchSource(images, retain_rows=rows), steps=cfg["steps"],
                           batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"],
                           warmup_steps=cfg["warmup_steps"], ema_decay=cfg["ema_decay"],
-                          precision=compute["precision"], resume=resume, resume_every=compute["resume_every"],
+                          **compute_settings(params), resume=resume, resume_every=compute["resume_every"],
                           resume_key={"objective": "ddpm", "scheduler": scheduler_settings(scheduler)},
                           desc="pretrain", log=log)
     return unet, scheduler, history

@@ -1,12 +1,15 @@
 """Stage 9, report: every model's metrics as tables and figures a reader can take in at a glance.
 
-- ``table.md`` / ``table.csv``: one row per method, mean ± std over seeds (sample std), with the
+- ``table.md`` / ``table.csv``: one row per method, mean ± std over its runs (sample std over
+  seeds and, with ``experiment.per_image``, forget images; the pretrained row is judged on every
+  forget image at once, so its reproduction counts samples close to any of them), with the
   pretrained model as the starting row and the retrained model as the reference row; table.md also
   lists every model. ``models.csv``: every model. ``summary.json``: per method, each figure's mean,
   std and n (DVC metrics).
 - ``pareto.png`` (+ ``pareto.csv``, a DVC plot): forgetting against quality, a point per method
   and seed, the mean marked with its ± std.
-- ``samples.png``: the first 64 samples of every model (all from the same initial noise).
+- ``samples.png``: the first 64 samples of the reference models and of each method's run with
+  the first seed (per-image runs: forget image 0's), all from the same initial noise.
 - ``probe.png``: each forget image, its noised version at t = 250 and its reconstruction by every
   model. ``steps.png`` (+ ``steps.csv``): forget reproduction and FID over the unlearning steps.
 - ``sweep.png`` with an ``experiment.sweep``: heat maps over the time/frequency grid.
@@ -53,11 +56,19 @@ COLUMNS = [
 
 
 def model_method(name: str) -> tuple[str, str]:
-    """(method, seed) of a model name: retrack-s3 -> (retrack, 3); pretrained -> (pretrained, "")."""
+    """(method, seed) of a model name: retrack-s3 and retrack-s3-i2 -> (retrack, 3);
+    pretrained -> (pretrained, "")."""
     if name in REFERENCE_MODELS:
         return name, ""
-    method, _, seed = name.rpartition("-s")
-    return method, seed
+    run = Run.parse(name)
+    return run.variant, str(run.seed)
+
+
+def image_index(name: str, i: int) -> int | None:
+    """Where forget image ``i`` is in the probe of model ``name``: ``i`` for a model judged on the
+    whole forget set, 0 for the per-image run of image ``i``, None for another image's run."""
+    image = None if name in REFERENCE_MODELS else Run.parse(name).image
+    return i if image is None else (0 if image == i else None)
 
 
 def row(metrics: dict, deletion_step: int | None = None) -> dict:
@@ -114,7 +125,7 @@ def ordered_methods(rows: list[dict]) -> list[str]:
 
 
 def summary(rows: list[dict]) -> dict:
-    """Per method, each figure's mean, std (sample std over seeds) and n."""
+    """Per method, each figure's mean, std (sample std over its runs) and n."""
     return {m: {col: stats([r[col] for r in rows if r["method"] == m]) for col, _, _ in COLUMNS}
             for m in ordered_methods(rows)}
 
@@ -139,15 +150,15 @@ def method_label(method: str) -> str:
     return {"pretrained": "pretrained (start)", "retrained": "**retrained (reference)**"}.get(method, method)
 
 
-def to_markdown(rows: list[dict], table: dict, notes: list[str]) -> str:
+def to_markdown(rows: list[dict], table: dict, notes: list[str], over: str) -> str:
     header = [h for _, h, _ in COLUMNS]
-    per_method = markdown_table(["method", "seeds", *header],
+    per_method = markdown_table(["method", "runs", *header],
                                 [[method_label(m), cells["forget_reproduction_pct"]["n"],
                                   *(mean_std(cells[c], spec) for c, _, spec in COLUMNS)] for m, cells in table.items()])
     per_model = markdown_table(["model", *header], [[r["model"], *(fmt(r[c], spec) for c, _, spec in COLUMNS)]
                                                     for r in rows])
     legend = "\n".join(f"- {n}" for n in notes)
-    return (f"# Unlearning report\n\n## Per method, mean ± std over seeds\n\n{per_method}\n{legend}\n\n"
+    return (f"# Unlearning report\n\n## Per method, mean ± std over {over}\n\n{per_method}\n{legend}\n\n"
             f"## Every model\n\n{per_model}")
 
 
@@ -177,7 +188,7 @@ def notes(metrics: dict, params: dict) -> list[str]:
 
 
 def method_rows_csv(table: dict) -> str:
-    return to_csv([{"method": m, "seeds": cells["forget_reproduction_pct"]["n"],
+    return to_csv([{"method": m, "runs": cells["forget_reproduction_pct"]["n"],
                     **{f"{c}_{k}": cells[c][k] for c, _, _ in COLUMNS for k in ("mean", "std")}}
                    for m, cells in table.items()])
 
@@ -206,7 +217,7 @@ def pareto_figure(path: Path, rows: list[dict], fid_name: str) -> None:
     ax.set_xlim(-0.04 * x_max, 1.06 * x_max)  # a share: nothing below 0
     ax.set_xlabel("forget reproduction (% of samples) — less is more forgetting")
     ax.set_ylabel(f"{fid_name} — lower is better")
-    ax.set_title("Forgetting against sample quality: small markers are seeds, large ones the mean ± std\n"
+    ax.set_title("Forgetting against sample quality: small markers are runs, large ones the mean ± std\n"
                  "(best: bottom left, near the retrained reference)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -238,19 +249,27 @@ def show(ax, image: np.ndarray, title: str) -> None:
 
 
 def probe_figure(path: Path, originals: np.ndarray, probes: list[tuple[dict, dict]], t: int) -> None:
-    """Each forget image (row), its noised version at t and every model's reconstruction (first
-    draw), titled with that image's pixel L2 and nSSCD under the model."""
+    """Each forget image (row), its noised version at t (the first model's) and, per method, the
+    reconstruction (first draw) by the model that was judged on that image (:func:`image_index`),
+    titled with that image's pixel L2 and nSSCD under the model."""
     n = min(len(originals), 4)
-    cols = 2 + len(probes)
-    fig, axes = plt.subplots(n, cols, figsize=(max(6.0, 1.45 * cols), 1.7 * n + 0.7), squeeze=False,
-                             layout="constrained")
+    methods = list(dict.fromkeys(model_method(m["model"])[0] for m, _ in probes))
+    fig, axes = plt.subplots(n, 2 + len(methods), figsize=(max(6.0, 1.45 * (2 + len(methods))), 1.7 * n + 0.7),
+                             squeeze=False, layout="constrained")
     noised = probes[0][1]["noised"]
     for i in range(n):
         show(axes[i, 0], originals[i], "forget image")
         show(axes[i, 1], np.clip(noised[i, 0], 0, 1), f"noised, t = {t}")
-        for ax, (metrics, images) in zip(axes[i, 2:], probes):
-            image = metrics["per_image"][i]
-            show(ax, images["reconstructions"][i, 0],
+        for ax in axes[i, 2:]:
+            ax.axis("off")
+        for metrics, images in probes:
+            k = image_index(metrics["model"], i)
+            if k is None:
+                continue
+            image = metrics["per_image"][k]
+            ax = axes[i, 2 + methods.index(model_method(metrics["model"])[0])]
+            ax.axis("on")
+            show(ax, images["reconstructions"][k, 0],
                  f"{metrics['model']}\nL2 {image['probe_pixel_l2']:.2f}, nSSCD {image['nsscd']:.2f}")
     fig.suptitle(f"Memorization probe: each forget image noised to t = {t} and denoised by each model (first draw)\n"
                  "titles: L2 distance to the forget image in [0, 1] pixels; nSSCD (1 = a copy)", fontsize=9)
@@ -258,7 +277,7 @@ def probe_figure(path: Path, originals: np.ndarray, probes: list[tuple[dict, dic
 
 
 def steps_figure(path: Path, trajectories: dict[str, list[dict]], methods: list[str], n_samples: int) -> None:
-    """Forget reproduction and FID over the unlearning steps: per method the mean over seeds
+    """Forget reproduction and FID over the unlearning steps: per method the mean over runs
     (band: min-max), from the pretrained model at step 0; the retrained model, evaluated the same
     way, as a dashed line."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
@@ -286,7 +305,7 @@ def steps_figure(path: Path, trajectories: dict[str, list[dict]], methods: list[
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Forgetting and quality over the unlearning steps: mean over seeds (band: min to max), "
+    fig.suptitle(f"Forgetting and quality over the unlearning steps: mean over runs (band: min to max), "
                  f"{n_samples} samples per point\n(FID depends on the number of samples: compare the points "
                  "here with each other, not with table.md)", fontsize=10)
     save_figure(fig, path)
@@ -371,16 +390,18 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_text(out / "models.csv", to_csv(rows))
     save_text(out / "table.csv", method_rows_csv(table))
-    save_text(out / "table.md", to_markdown(rows, table, notes(metrics[0], params)))
+    over = "seeds and forget images" if params["experiment"].get("per_image") else "seeds"
+    save_text(out / "table.md", to_markdown(rows, table, notes(metrics[0], params), over))
     save_json(out / "summary.json", table)
     save_text(out / "pareto.csv", to_csv([{k: r[k] for k in ("model", "method", "forget_reproduction_pct", "fid")}
                                           for r in rows]))
     pareto_figure(out / "pareto.png", rows, metrics[0]["quality"]["features"] + " FID")
-    samples_figure(out / "samples.png", [(f"{r['model']}: {r['forget_reproduction_pct']:.1f} % forget",
-                                          load_samples(p)) for r, p in zip(rows, args.samples)])
     first_seed = params["experiment"]["seeds"][0]
-    probes = [(m, load_npz(p, ("noised", "reconstructions"))) for m, p in zip(metrics, args.probes)
-              if is_main(m["model"]) and model_method(m["model"])[1] in ("", str(first_seed))]
+    shown = [is_main(m["model"]) and model_method(m["model"])[1] in ("", str(first_seed)) for m in metrics]
+    samples_figure(out / "samples.png", [(f"{r['model']}: {r['forget_reproduction_pct']:.1f} % forget",
+                                          load_samples(p)) for r, p, s in zip(rows, args.samples, shown)
+                                         if s and image_index(r["model"], 0) is not None])
+    probes = [(m, load_npz(p, ("noised", "reconstructions"))) for m, p, s in zip(metrics, args.probes, shown) if s]
     forget = load_forget_set(args.forget)
     originals = to_float(load_training_set(args.data)["images"][forget["distinct"]])
     probe_figure(out / "probe.png", originals, probes, params["metrics"]["probe"]["t"])

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from pipeline.artifacts import atomic_path, to_csv
 from pipeline.images import to_float
-from pipeline.models import autocast
+from pipeline.models import autocast, prepare, standard_layout
 
 logger = logging.getLogger("pipeline.training")
 STATE = "state.pt"
@@ -206,12 +206,18 @@ def resume_from(resume: Path, key: str, net: torch.nn.Module, optimizer, schedul
 
 def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, batch_size: int, lr: float,
           seed: int, accumulate: int = 1, warmup_steps: int = 0, ema_decay: float | None = None,
-          clip: float = 1.0, precision: str = "fp32", checkpoint_every: int = 0, on_checkpoint=None,
-          resume: Path | None = None, resume_every: int = 0, resume_key: dict | None = None,
-          desc: str = "train", log=None) -> tuple[torch.nn.Module, str]:
+          clip: float = 1.0, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+          checkpoint_every: int = 0, on_checkpoint=None, resume: Path | None = None, resume_every: int = 0,
+          resume_key: dict | None = None, desc: str = "train", log=None) -> tuple[torch.nn.Module, str]:
     """Take ``steps`` AdamW steps along ``objective``'s direction, each over ``accumulate``
     micro-batches of ``batch_size``, the direction clipped to global norm ``clip``, the forward
-    passes in ``precision`` (fp32, or bf16 autocast).
+    passes in ``precision`` (fp32, or bf16 autocast), with the weights in channels_last memory
+    format and the forward passes compiled when asked (:func:`pipeline.models.prepare`; the
+    batches need no conversion). The objective calls the prepared (perhaps compiled) module, while
+    the checkpoints, the resumable state and the result are of ``net`` itself: the same keys as
+    without these options (no ``_orig_mod.`` prefix), the result's weights back in the default
+    layout. Each option, when on, is part of the fingerprint, as ``precision`` is: they change the
+    last bits of the numbers.
 
     Every ``checkpoint_every`` steps (0: never) before the last, ``on_checkpoint(step, net)`` is
     called. With a ``resume`` directory, the loop continues from the state saved there if it
@@ -225,8 +231,9 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
     """
     torch.manual_seed(seed)
     device = next(net.parameters()).device
-    params = [p for p in net.parameters() if p.requires_grad]
     net.train()
+    forward = prepare(net, device, channels_last, compile)
+    params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     ema = EMAModel(params, decay=ema_decay) if ema_decay else None
@@ -234,16 +241,17 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
     first, rows, key = 0, [], None
     if resume is not None:
         resume = Path(resume)
+        options = {"channels_last": channels_last, "compile": compile}  # only when on: older states stay valid
         settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "accumulate": accumulate,
                     "warmup_steps": warmup_steps, "ema_decay": ema_decay, "clip": clip, "precision": precision,
                     "checkpoint_every": checkpoint_every, "device": device.type, "caller": resume_key,
-                    "data": source.digest()}
+                    "data": source.digest(), **{k: v for k, v in options.items() if v}}
         key = digest(*net.state_dict().values(), key=settings)
         first, rows = resume_from(resume, key, *loop)
     bar = tqdm(range(first, steps), initial=first, total=steps, desc=desc, unit="step", mininterval=5)
     for step in bar:
         batches = [source.draw(objective.needs, batch_size, device) for _ in range(accumulate)]
-        direction, record = step_direction(net, objective, batches, precision)
+        direction, record = step_direction(forward, objective, batches, precision)
         set_gradients(params, direction)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
@@ -261,7 +269,7 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
             on_checkpoint(step + 1, net)
         if key is not None and resume_every and (step + 1) % resume_every == 0 and step + 1 < steps:
             save_state(resume / STATE, key, step + 1, rows, *loop)
-    net.eval()
+    standard_layout(net).eval()
     if ema is not None:
         net = copy.deepcopy(net)
         ema.copy_to(net.parameters())

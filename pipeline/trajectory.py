@@ -20,9 +20,9 @@ from tqdm import tqdm
 from pipeline.artifacts import save_text, setup_logging, to_csv
 from pipeline.classifier import load_classifier
 from pipeline.config import cli, load_params, stage_args
-from pipeline.data import load_forget_set, load_training_set
+from pipeline.data import forget_of, load_forget_set, load_training_set
 from pipeline.metrics import evaluate_samples
-from pipeline.models import device, load_model
+from pipeline.models import compute_settings, device, load_model
 from pipeline.quality import check_setup
 from pipeline.sampling import sample
 
@@ -44,7 +44,7 @@ def trajectory(params: dict, model_dir: Path, train: dict, forget: dict, classif
     for step, path in tqdm(points(model_dir), desc="checkpoints", unit="model"):
         unet, scheduler = load_model(path)
         samples = sample(unet.to(device()).eval(), scheduler, params["metrics"]["trajectory"]["samples"], cfg["steps"],
-                         cfg["batch_size"], cfg["seed"], precision=params["compute"]["precision"])
+                         cfg["batch_size"], cfg["seed"], **compute_settings(params))
         result = evaluate_samples(params, samples, train, forget, classifier)
         rep = result["forget_reproduction"]
         rows.append({"step": step, "forget_reproduction_pct": round(100 * rep["rate"], 3),
@@ -55,13 +55,13 @@ def trajectory(params: dict, model_dir: Path, train: dict, forget: dict, classif
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "model", "data", "forget", "out", optional=("classifier",))
+    args = stage_args(argv, __doc__, "model", "model-name", "data", "forget", "out", optional=("classifier",))
     params = load_params(args.params)
     check_setup(params["metrics"]["quality"], has_classifier=bool(args.classifier))
     log = setup_logging(args.log)
     classifier = load_classifier(args.classifier) if args.classifier else None
-    rows = trajectory(params, Path(args.model), load_training_set(args.data), load_forget_set(args.forget),
-                      classifier)
+    forget, _ = forget_of(args.model_name, load_forget_set(args.forget))
+    rows = trajectory(params, Path(args.model), load_training_set(args.data), forget, classifier)
     save_text(args.out, to_csv(rows))
     log.info("%s: forget reproduction over steps %s", args.model,
              ", ".join(f"{r['step']}: {r['forget_reproduction_pct']} %" for r in rows))

@@ -1,7 +1,9 @@
 """Stage 5, unlearn: one run of one method with one seed, from the pretrained model.
 
-The run is named as its model directory (:class:`pipeline.config.Run`: ``retrack-s0``, or a cell
-of the time/frequency sweep, ``retrack+t250-750+r4-s0``). The method
+The run is named as its model directory (:class:`pipeline.config.Run`: ``retrack-s0``, a cell
+of the time/frequency sweep, ``retrack+t250-750+r4-s0``, or with ``experiment.per_image`` a run
+that unlearns forget image 3 alone, ``retrack-s0-i3``: its forget set is that image's copies and its
+retain set everything else, :func:`pipeline.data.forget_of`). The method
 (``pipeline.methods.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
 a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
 through the one training loop of
@@ -26,10 +28,18 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_path, setup_logging
 from pipeline.config import Run, UserError, cli, load_params, runs, stage_args
-from pipeline.data import load_forget_set, load_training_set, retain_rows
+from pipeline.data import forget_of, load_forget_set, load_training_set, retain_rows
 from pipeline.knn import load_knn
 from pipeline.methods import make_method
-from pipeline.models import check_matches_data, cost_record, device, load_model, scheduler_settings, write_model
+from pipeline.models import (
+    check_matches_data,
+    compute_settings,
+    cost_record,
+    device,
+    load_model,
+    scheduler_settings,
+    write_model,
+)
 from pipeline.training import BatchSource, resume_dir, train
 
 
@@ -51,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--run {args.run!r} is not a run of experiment (methods x seeds, or a cell of its sweep)")
     log = setup_logging(args.log)
     images = load_training_set(args.data)["images"]
-    forget = load_forget_set(args.forget)
-    knn = load_knn(args.knn)
+    forget, knn = forget_of(run.name, load_forget_set(args.forget), load_knn(args.knn))
     unet, scheduler = load_model(args.model)
     check_matches_data(unet, params, args.model)
     cfg = run.hyperparameters(params)
@@ -69,11 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     unet, history = train(unet.to(device()), objective, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
                           lr=cfg["lr"], seed=run.seed, accumulate=cfg.get("accumulate", 1),
-                          precision=compute["precision"], checkpoint_every=cfg.get("checkpoint_every", 0),
+                          **compute_settings(params), checkpoint_every=cfg.get("checkpoint_every", 0),
                           on_checkpoint=checkpoint, resume=resume, resume_every=compute["resume_every"],
                           resume_key=key, desc=run.name, log=log)
     seconds = time.time() - start
-    summary = {"run": run.name, "method": run.method, "seed": run.seed, "hyperparameters": cfg,
+    summary = {"run": run.name, "method": run.method, "seed": run.seed, "image": run.image,
+               "forget_rows": forget["rows"].tolist(), "hyperparameters": cfg,
                "selection": objective.selection.describe() if hasattr(objective, "selection") else None,
                "wall_time_s": round(seconds, 2)}
     save_run(args.out, unet.cpu(), scheduler, staged,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import RUN_PATTERN, Run, UserError, model_names, needs_classifier, runs, validate
+from pipeline.config import RUN_PATTERN, Run, UserError, external_files, model_names, needs_classifier, runs, validate
 
 try:
     validate(config, "params.yaml")
@@ -16,6 +16,7 @@ if config != yaml.safe_load(Path("params.yaml").read_text()):
     sys.exit("error: the stages read params.yaml; edit it instead of passing --config/--configfile")
 
 MODELS = model_names(config)
+EXTERNAL = external_files(config)  # files from outside the workflow, inputs of the rules that read them
 # Threads of the jobs that run torch: locally every core Snakemake has (torch uses them all, so two
 # torch jobs never compete for cores); on a cluster, the profile's `cores` (CPUs per job).
 # Every job also declares resources for cluster schedulers (profiles/slurm), namely mem_mb, runtime
@@ -60,11 +61,20 @@ def diagnostics_outputs():
 
 
 def data_inputs(wildcards):
-    """The base images (MNIST, or the image folder) and the forget images given as files."""
-    source = config["data"]["source"]
-    base = rules.fetch_mnist.output[0] if source["kind"] == "mnist" else source["path"]
-    files = [item["image"] for item in config["data"]["inject"] if item["image"] != "tshirt"]
-    return {"base": base, "forget_images": files}
+    """The base images (MNIST, or the image folder; torchvision data sets are found or downloaded
+    by the stage itself) and the forget images given as files."""
+    base = [rules.fetch_mnist.output[0]] if config["data"]["source"]["kind"] == "mnist" else EXTERNAL["base"]
+    return {**({"base": base[0]} if base else {}), "forget_images": EXTERNAL["forget_images"]}
+
+
+def base_option(wildcards, input):
+    return f"--base {input.base} " if "base" in input.keys() else ""
+
+
+def model_files(*kinds):
+    """The input function of the files of ``kinds`` that a metric reads: the SSCD model (``sscd``)
+    and the Inception weights (``inception``), when params name them."""
+    return lambda wildcards: {kind: EXTERNAL[kind][0] for kind in kinds if EXTERNAL[kind]}
 
 
 def forget_inputs(wildcards):
@@ -78,9 +88,7 @@ def forget_inputs(wildcards):
 def knn_inputs(wildcards):
     """The training set, the forget set, and the encoder of a latent or embedding space."""
     inputs = {"data": rules.data.output.train, "forget": rules.select_forget.output.npz}
-    if config["knn"]["space"] != "pixels":
-        inputs["encoder"] = config["knn"]["encoder"]
-    return inputs
+    return {**inputs, **{"encoder": path for path in EXTERNAL["encoder"]}}
 
 
 def classifier_input(wildcards):

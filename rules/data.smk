@@ -25,7 +25,9 @@ rule data:
         train="data/train.npz",
         heldout="data/heldout.npz",
     params:
-        tracked=tracked("data"),
+        # the held-out draw of a folder never takes a file that forget.files names
+        tracked=tracked("data", *(["forget.files"] if config["forget"]["strategy"] == "files" else [])),
+        base=base_option,
     log:
         "logs/data.log",
     benchmark:
@@ -37,7 +39,7 @@ rule data:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.data build --params params.yaml --base {input.base} --out {output.train} "
+        "python -m pipeline.data build --params params.yaml {params.base}--out {output.train} "
         "--heldout {output.heldout} --log {log}"
 
 

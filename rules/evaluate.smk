@@ -55,6 +55,7 @@ rule classifier:
 rule metrics:
     input:
         unpack(classifier_input),
+        unpack(model_files("sscd", "inception")),
         samples=rules.sample.output.npz,
         model="models/{model}",
         data=rules.data.output.train,
@@ -87,6 +88,7 @@ rule metrics:
 rule trajectory:
     input:
         unpack(classifier_input),
+        unpack(model_files("inception")),
         model="models/{model}",
         data=rules.data.output.train,
         forget=rules.select_forget.output.npz,
@@ -107,8 +109,8 @@ rule trajectory:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.trajectory --params params.yaml --model {input.model} --data {input.data} "
-        "--forget {input.forget} {params.classifier}--out {output} --log {log}"
+        "python -m pipeline.trajectory --params params.yaml --model {input.model} --model-name {wildcards.model} "
+        "--data {input.data} --forget {input.forget} {params.classifier}--out {output} --log {log}"
 
 
 rule diagnostics:
@@ -135,7 +137,7 @@ rule diagnostics:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline.diagnostics --params params.yaml --pretrained {input.pretrained} --model {input.model} "
-        "--data {input.data} --forget {input.forget} --out {output.json} --png {output.png} --log {log}"
+        "--model-name {wildcards.run} --data {input.data} --forget {input.forget} --out {output.json} --png {output.png} --log {log}"
 
 
 rule report:

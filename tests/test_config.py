@@ -84,13 +84,16 @@ NAMED_RUNS = [
     ("siss_no_is+t250-750-s3", Run("siss_no_is", 3, (250, 750))),
     ("retrack+r2-s1", Run("retrack", 1, None, 2.0)),
     ("retrack+t0-499+r2.5-s0", Run("retrack", 0, (0, 499), 2.5)),
+    ("siss-s2-i7", Run("siss", 2, image=7)),
+    ("retrack+t250-750-s0-i10", Run("retrack", 0, (250, 750), image=10)),
 ]
 
 
 @pytest.mark.parametrize("name, run", NAMED_RUNS)
 def test_run_name_round_trip(name, run):
     parsed = Run.parse(name)
-    assert (parsed.method, parsed.seed, parsed.window, parsed.radius) == (run.method, run.seed, run.window, run.radius)
+    assert (parsed.method, parsed.seed, parsed.window, parsed.radius, parsed.image) == \
+        (run.method, run.seed, run.window, run.radius, run.image)
     assert parsed == run
     assert parsed.name == name
     assert run.name == name
@@ -98,7 +101,8 @@ def test_run_name_round_trip(name, run):
 
 
 @pytest.mark.parametrize("bad", ["retrack", "retrack-s", "Retrack-s0", "retrack+t5-s0", "retrack+r-s0",
-                                 "retrack+r2+t0-4-s0", "retrack-s0x", "retrack s0", "retrack+t1-2+r3-s-1"])
+                                 "retrack+r2+t0-4-s0", "retrack-s0x", "retrack s0", "retrack+t1-2+r3-s-1",
+                                 "retrack-i1-s0", "retrack-s0-i", "retrack-s0-i1-i2"])
 def test_run_parse_rejects_bad_names(bad):
     with pytest.raises(UserError, match="not a run name"):
         Run.parse(bad)
@@ -161,3 +165,41 @@ def test_bad_sweep_names_the_key(params):
     p = sweep_params(params)
     p["experiment"]["sweep"]["windows"] = [[500, 400]]
     assert "experiment.sweep.windows" in error_of(p)
+
+
+# --- per-image runs (experiment.per_image) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forget, count", [
+    ({"strategy": "indices", "indices": [5, 9, 5]}, 2),
+    ({"strategy": "files", "files": ["a.png", "b.png", "c.png"]}, 3),
+    ({"strategy": "random", "random": {"k": 4, "seed": 0}}, 4),
+    ({"strategy": "injected"}, 1),
+])
+def test_per_image_runs_each_forget_image(params, forget, count):
+    params["forget"].update(forget)
+    params["experiment"].update(methods=["naive", "retrack"], seeds=[0, 1], retrain=False, per_image=True,
+                                sweep={"methods": [], "windows": [None], "radii": [None]})
+    validate(params)
+    names = [run.name for run in runs(params)]
+    assert len(names) == 2 * 2 * count
+    assert names[:count] == [f"naive-s0-i{i}" for i in range(count)]
+    assert model_names(params) == ["pretrained", *names]
+    params["experiment"]["per_image"] = False
+    assert [run.name for run in runs(params)] == ["naive-s0", "naive-s1", "retrack-s0", "retrack-s1"]
+
+
+def test_per_image_needs_a_counted_strategy_and_no_retrain(params):
+    params["experiment"].update(per_image=True, retrain=False)
+    params["forget"].update(strategy="label", label=3)
+    assert "experiment.per_image: needs a forget.strategy" in error_of(params)
+    params["forget"].update(strategy="injected")
+    params["experiment"]["retrain"] = True
+    assert "experiment.retrain: one retrained model per forget image" in error_of(params)
+
+
+@pytest.mark.parametrize("name", ["mnist-tshirt", "cifar10", "celebahq"])
+def test_benchmark_params_are_valid(name):
+    params = load_params(ROOT / "experiments" / name / "params.yaml")
+    expected = {"mnist-tshirt": 6 * 3, "cifar10": 5 * 10, "celebahq": 5 * 10}[name]
+    assert len(runs(params)) == expected

@@ -1,19 +1,23 @@
-"""pipeline.data: forget images, folder sources, MNIST wheel checks, the training set and its CLI."""
+"""pipeline.data: forget images, folder sources, MNIST wheel checks, torchvision sources (a stub
+package), the training set and its CLI."""
 
 import gzip
 import hashlib
 import pickle
+import sys
+import types
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from pipeline import data
 from pipeline.artifacts import load_npz, save_npz
-from pipeline.config import UserError
+from pipeline.config import UserError, validate
 from pipeline.data import (
     build_training_set,
     draw_tshirt,
@@ -21,7 +25,7 @@ from pipeline.data import (
     forget_image,
     load_heldout_set,
     mnist_from_wheel,
-    mnist_images,
+    raw_split,
     split_heldout,
 )
 from pipeline.images import square_resize
@@ -440,13 +444,226 @@ def test_build_training_set_mnist_trains_on_training_digits_only(tmp_path, param
     assert not any(im.tobytes() in train_bytes for im in heldout["images"])
 
 
-def test_mnist_images_test_split(tmp_path):
+def test_raw_split_mnist_is_the_fetched_split(tmp_path, params):
     raw = fake_mnist(tmp_path / "mnist.npz")
-    images, labels, names = mnist_images(tmp_path / "mnist.npz", 8, 1, split="test")
-    assert images.shape == (12, 1, 8, 8)
-    assert np.array_equal(images, resized(raw["test_images"], 8, 1))
-    assert np.array_equal(labels, raw["test_labels"])
-    assert names.tolist() == [f"mnist-test-{i:05d}" for i in range(12)]
+    images, labels = raw_split(mnist_params(params, None), tmp_path / "mnist.npz", "test")
+    assert np.array_equal(images, raw["test_images"]) and np.array_equal(labels, raw["test_labels"])
+
+
+# --- torchvision sources (a stub package) ---------------------------------------------------
+
+TV_SHAPES = {"MNIST": (28, 28), "FashionMNIST": (28, 28), "CIFAR10": (32, 32, 3)}
+TV_SPEC = "torchvision:<Dataset>:<train|test>:<index>"
+
+
+@pytest.fixture
+def torchvision_stub(monkeypatch):
+    """A stub ``torchvision`` whose datasets hold random uint8 images, 20 training and 12 test each,
+    as the real classes do: MNIST and FashionMNIST as tensors (N, 28, 28) with tensor targets, CIFAR10
+    as an array (N, 32, 32, 3) with list targets. Returns the arrays by (class, split) and the
+    constructor calls (class, root, train, download)."""
+    rng = np.random.default_rng(7)
+    arrays = {(name, split): (rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 10, n))
+              for name, shape in TV_SHAPES.items() for split, n in (("train", 20), ("test", 12))}
+    calls = []
+
+    def dataset_class(name):
+        def __init__(self, root, train=True, download=False):
+            calls.append((name, root, train, download))
+            images, labels = arrays[name, "train" if train else "test"]
+            if name == "CIFAR10":
+                self.data, self.targets = images.copy(), labels.tolist()
+            else:
+                self.data, self.targets = torch.from_numpy(images.copy()), torch.from_numpy(labels.copy())
+        return type(name, (), {"__init__": __init__})
+
+    datasets = types.ModuleType("torchvision.datasets")
+    for name in TV_SHAPES:
+        setattr(datasets, name, dataset_class(name))
+    package = types.ModuleType("torchvision")
+    package.datasets = datasets
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+    return arrays, calls
+
+
+def pil_resized(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    """Square (N, H, W[, 3]) images resized by PIL alone, as (N, C, resolution, resolution)."""
+    mode = "L" if channels == 1 else "RGB"
+    out = np.stack([np.asarray(Image.fromarray(im).convert(mode).resize((resolution, resolution), Image.LANCZOS))
+                    for im in images])
+    return out[:, None] if channels == 1 else out.transpose(0, 3, 1, 2)
+
+
+def torchvision_params(params, dataset, heldout=5, limit=None, resolution=28, channels=1, inject=(), settings=None):
+    params["data"].update(source={"kind": "torchvision", "dataset": dataset, "limit": limit}, resolution=resolution,
+                          channels=channels, heldout=heldout, seed=0, inject=list(inject))
+    if settings is not None:
+        params["data"]["torchvision"] = settings
+    return params
+
+
+@pytest.mark.parametrize("dataset, resolution, channels", [
+    ("MNIST", 28, 1), ("FashionMNIST", 16, 1), ("MNIST", 16, 3), ("CIFAR10", 32, 3), ("CIFAR10", 16, 3),
+    ("CIFAR10", 16, 1),
+])
+def test_split_heldout_torchvision_trains_on_train_split_holds_out_test(torchvision_stub, params, dataset,
+                                                                        resolution, channels):
+    arrays, calls = torchvision_stub
+    p = torchvision_params(params, dataset, heldout=5, resolution=resolution, channels=channels)
+    (images, labels, names), (h_images, h_labels, h_names) = split_heldout(p, None)
+    train_images, train_labels = arrays[dataset, "train"]
+    test_images, test_labels = arrays[dataset, "test"]
+    prefix = dataset.lower()
+    assert images.dtype == h_images.dtype == np.uint8
+    assert images.shape == (20, channels, resolution, resolution) and h_images.shape[0] == 5
+    assert np.array_equal(images, pil_resized(train_images, resolution, channels))
+    assert labels.dtype == np.int64 and np.array_equal(labels, train_labels)
+    assert names.tolist() == [f"{prefix}-train-{i:05d}" for i in range(20)]
+    rows = np.array([int(n.removeprefix(f"{prefix}-test-")) for n in h_names.tolist()])
+    assert len(set(rows.tolist())) == 5 and np.all(np.diff(rows) > 0) and rows.max() < 12
+    assert np.array_equal(h_images, pil_resized(test_images[rows], resolution, channels))
+    assert h_labels.dtype == np.int64 and np.array_equal(h_labels, test_labels[rows])
+    assert sorted(calls) == [(dataset, "data/torchvision", False, False), (dataset, "data/torchvision", True, False)]
+
+
+def test_torchvision_unresized_images_are_the_data_themselves(torchvision_stub, params):
+    arrays, _ = torchvision_stub
+    (images, _, _), _ = split_heldout(torchvision_params(params, "CIFAR10", resolution=32, channels=3), None)
+    assert np.array_equal(images.transpose(0, 2, 3, 1), arrays["CIFAR10", "train"][0])
+    (images, _, _), _ = split_heldout(torchvision_params(params, "MNIST", resolution=28, channels=1), None)
+    assert np.array_equal(images[:, 0], arrays["MNIST", "train"][0])
+
+
+def test_build_training_set_torchvision_limit_inject_and_settings(torchvision_stub, params, tmp_path):
+    arrays, calls = torchvision_stub
+    inject = [{"image": "torchvision:FashionMNIST:train:1", "copies": 3}]
+    settings = {"root": str(tmp_path / "tv"), "download": True}
+    p = torchvision_params(params, "MNIST", heldout=4, limit=8, inject=inject, settings=settings)
+    train, heldout = build_training_set(p, None)
+    base = train["injected"] == -1
+    assert base.sum() == 8 and train["injected"][~base].tolist() == [0, 0, 0]
+    rows = [int(n.removeprefix("mnist-train-")) for n in train["names"][base].tolist()]
+    assert len(set(rows)) == 8 and rows == sorted(rows)
+    assert np.array_equal(train["images"][base][:, 0], arrays["MNIST", "train"][0][rows])
+    assert np.array_equal(train["labels"][base], arrays["MNIST", "train"][1][rows])
+    tshirt = arrays["FashionMNIST", "train"][0][1]
+    assert all(np.array_equal(image[0], tshirt) for image in train["images"][~base])  # exactly that image
+    assert train["names"][~base].tolist() == ["torchvision:FashionMNIST:train:1"] * 3
+    assert train["labels"][~base].tolist() == [-1] * 3
+    assert len(heldout["names"]) == 4 and all(n.startswith("mnist-test-") for n in heldout["names"].tolist())
+    assert {(root, download) for _, root, _, download in calls} == {(str(tmp_path / "tv"), True)}
+
+
+def test_forget_image_torchvision_is_resized_like_any_image(torchvision_stub):
+    arrays, _ = torchvision_stub
+    image = forget_image("torchvision:CIFAR10:test:11", 16, 1)
+    assert image.shape == (1, 16, 16) and image.dtype == np.uint8
+    assert np.array_equal(image, pil_resized(arrays["CIFAR10", "test"][0][11:12], 16, 1)[0])
+
+
+@pytest.mark.parametrize("spec", [
+    "torchvision:FashionMNIST:val:1", "torchvision:FashionMNIST:train", "torchvision:FashionMNIST:train:x",
+    "torchvision:ImageNet:train:1", "torchvision:FashionMNIST:train:1:2", "torchvision:FashionMNIST:test:12",
+])
+def test_forget_image_bad_torchvision_spec_names_data_inject(torchvision_stub, spec):
+    with pytest.raises(UserError) as info:
+        forget_image(spec, 8, 1)
+    assert str(info.value).startswith("data.inject") and spec in str(info.value)
+
+
+def test_build_training_set_checks_inject_before_reading_the_base(tmp_path, params):
+    p = mnist_params(params, None, inject=[{"image": "torchvision:Fashion:train:1", "copies": 1}])
+    with pytest.raises(UserError, match=f"data.inject.*{TV_SPEC}"):
+        build_training_set(p, tmp_path / "missing.npz")  # not read: the bad spec stops it first
+
+
+def test_missing_torchvision_is_one_line_naming_the_extra(monkeypatch, params):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails, installed or not
+    with pytest.raises(UserError) as info:
+        split_heldout(torchvision_params(params, "CIFAR10"), None)
+    message = str(info.value)
+    assert "\n" not in message and "data.source.kind 'torchvision'" in message
+    assert "pip install '.[torchvision]'" in message and "image folder" in message
+    with pytest.raises(UserError, match=r"data.inject 'torchvision:FashionMNIST:train:1' needs torchvision"):
+        forget_image("torchvision:FashionMNIST:train:1", 8, 1)
+
+
+def test_torchvision_dataset_not_found_names_root_and_download(torchvision_stub, params):
+    def not_found(self, root, train=True, download=False):
+        raise RuntimeError("Dataset not found. You can use download=True to download it")
+
+    sys.modules["torchvision.datasets"].CIFAR10.__init__ = not_found
+    with pytest.raises(UserError) as info:
+        split_heldout(torchvision_params(params, "CIFAR10", settings={"root": "somewhere"}), None)
+    assert "data.torchvision" in str(info.value) and "somewhere" in str(info.value)
+    assert "download: true" in str(info.value)
+
+
+def test_torchvision_heldout_beyond_test_split_names_data_heldout(torchvision_stub, params):
+    with pytest.raises(UserError, match="data.heldout.*CIFAR10 has 12 test images"):
+        split_heldout(torchvision_params(params, "CIFAR10", heldout=13), None)
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"kind": "torchvision"}, "data.source: 'dataset' is a required property"),
+    ({"kind": "torchvision", "dataset": None}, "data.source.dataset"),
+    ({"kind": "torchvision", "dataset": "ImageNet"}, "data.source.dataset"),
+])
+def test_torchvision_source_needs_a_known_dataset(params, source, message):
+    params["data"]["source"] = source
+    with pytest.raises(UserError, match=message):
+        validate(params)
+
+
+# --- a CelebA-HQ-like folder: forget.files are never held out -------------------------------
+
+def celeba_folder(folder: Path, n: int = 31) -> None:
+    """``0.jpg`` ... ``{n-1}.jpg``, flat, 12x12 RGB, each of its own colour."""
+    folder.mkdir()
+    for i in range(n):
+        solid(folder / f"{i}.jpg", (12, 12), (8 * i, 255 - 8 * i, 100))
+
+
+def celeba_params(params, folder, heldout, seed=0, strategy="files"):
+    params["data"].update(source={"kind": "folder", "path": str(folder), "limit": None}, resolution=8, channels=3,
+                          inject=[], heldout=heldout, seed=seed)
+    params["forget"].update(strategy=strategy, files=["10.jpg", "11.jpg"])
+    return params
+
+
+@pytest.mark.parametrize("heldout", [20, 29])
+def test_folder_heldout_never_takes_a_forget_file(tmp_path, params, heldout):
+    celeba_folder(tmp_path / "celeba")
+    for seed in range(5):
+        p = celeba_params(params, tmp_path / "celeba", heldout, seed=seed)
+        (_, _, names), (_, _, h_names) = split_heldout(p, tmp_path / "celeba")
+        assert len(h_names) == heldout and not {"10.jpg", "11.jpg"} & set(h_names.tolist())
+        assert {"10.jpg", "11.jpg"} <= set(names.tolist())
+        if heldout == 29:  # 31 - 29: only they are left to train on
+            assert names.tolist() == ["10.jpg", "11.jpg"]
+
+
+def test_folder_heldout_may_take_them_for_other_strategies(tmp_path, params):
+    celeba_folder(tmp_path / "celeba")
+    (_, _, names), _ = split_heldout(celeba_params(params, tmp_path / "celeba", 30, strategy="injected"),
+                                     tmp_path / "celeba")
+    assert len(names) == 1  # forget.files is ignored: any one image may be left
+    with pytest.raises(UserError, match="data.heldout.*forget.files"):
+        split_heldout(celeba_params(params, tmp_path / "celeba", 30), tmp_path / "celeba")
+
+
+def test_folder_names_are_what_forget_files_selects(tmp_path, params):
+    from pipeline.forget import select_explicit
+
+    celeba_folder(tmp_path / "celeba")
+    p = celeba_params(params, tmp_path / "celeba", 20)
+    train, _ = build_training_set(p, tmp_path / "celeba")
+    rows = select_explicit(p["forget"], train)
+    assert sorted(train["names"][rows].tolist()) == ["10.jpg", "11.jpg"]
+    for row in rows:
+        with Image.open(tmp_path / "celeba" / train["names"][row]) as im:
+            assert np.array_equal(train["images"][row], square_resize(im, 8, 3))
 
 
 # --- the build CLI --------------------------------------------------------------------------
@@ -537,3 +754,20 @@ def test_build_cli_requires_heldout_path(tmp_path, params, capsys):
         data.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz")])
     assert info.value.code == 2
     assert "--heldout" in capsys.readouterr().err
+
+
+def test_build_cli_torchvision_needs_no_base(tmp_path, params, torchvision_stub):
+    p = write_params(tmp_path, torchvision_params(params, "CIFAR10", heldout=3, resolution=8, channels=3,
+                                                  inject=[{"image": "tshirt", "copies": 2}]))
+    out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
+    data.main(["build", "--params", str(p), "--out", str(out), "--heldout", str(held)])
+    assert data.load_training_set(out)["images"].shape == (22, 3, 8, 8)
+    assert load_heldout_set(held)["names"].tolist()[0].startswith("cifar10-test-")
+
+
+def test_build_cli_mnist_requires_base(tmp_path, params, capsys):
+    p = write_params(tmp_path, params)
+    with pytest.raises(SystemExit) as info:
+        data.main(["build", "--params", str(p), "--out", str(tmp_path / "t.npz"), "--heldout", str(tmp_path / "h.npz")])
+    assert info.value.code == 2
+    assert "--base: required for data.source.kind 'mnist'" in capsys.readouterr().err

@@ -169,7 +169,8 @@ def test_main_writes_json_and_png(tmp_path, params, unet, scheduler, rng, monkey
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out, png = tmp_path / "diag/run.json", tmp_path / "diag/run.png"
     diagnostics.main(["--params", str(tmp_path / "params.yaml"), "--pretrained", str(tmp_path / "pretrained"),
-                      "--model", str(tmp_path / "unlearned"), "--data", str(tmp_path / "train.npz"),
+                      "--model", str(tmp_path / "unlearned"), "--model-name", "retrack-s0",
+                      "--data", str(tmp_path / "train.npz"),
                       "--forget", str(tmp_path / "forget.npz"), "--out", str(out), "--png", str(png)])
     result = json.loads(out.read_text())
     cfg = params["diagnostics"]

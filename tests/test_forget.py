@@ -554,3 +554,30 @@ def test_forget_cli_memorized_writes_evidence(tmp_path, params, rng, monkeypatch
     closest = distances(samples[:3].reshape(3, -1), unit(images[20:21])).min()
     assert float(line["closest"]) == pytest.approx(closest, abs=1e-4)
     assert is_png(tmp_path / "forget.png")
+
+
+# --- the forget set of a per-image run (experiment.per_image) -------------------------------------------
+
+
+def test_forget_of_a_per_image_run_is_one_image_with_its_copies(rng):
+    """Distinct forget images in row order: row 2 (image 0), rows 5+8 (image 1, identical copies),
+    row 6 (image 2); groups as group_identical numbers them (by content, not by row)."""
+    from pipeline.data import forget_of
+
+    images = rng.integers(0, 256, size=(10, 1, 4, 4), dtype=np.uint8)
+    images[8] = images[5]
+    rows = np.array([2, 5, 6, 8])
+    group, first = group_identical(images[rows])
+    forget = {"rows": rows, "group": group, "distinct": rows[first]}
+    knn = {"neighbours": np.arange(len(first) * 3).reshape(-1, 3), "distances": np.ones((len(first), 3))}
+    assert forget_of("pretrained", forget, knn) == (forget, knn)
+    assert forget_of("retrack-s0", forget)[0] is forget
+    for image, (own_rows, representative) in enumerate([([2], 2), ([5, 8], 5), ([6], 6)]):
+        one, neighbours = forget_of(f"retrack-s1-i{image}", forget, knn)
+        assert one["rows"].tolist() == own_rows and one["distinct"].tolist() == [representative]
+        assert one["group"].tolist() == [0] * len(own_rows)
+        g = int(group[rows.tolist().index(representative)])
+        assert neighbours["neighbours"].tolist() == [knn["neighbours"][g].tolist()]
+        assert sorted(retain_rows(10, one["rows"]).tolist() + own_rows) == list(range(10))
+    with pytest.raises(UserError, match="forget image 3 asked for, but the forget set has 3 distinct images"):
+        forget_of("naive-s0-i3", forget)

@@ -10,7 +10,16 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
 from pipeline import pretrain
 from pipeline.config import UserError
-from pipeline.models import build_unet, check_matches_data, load_model, noise_levels, save_model
+from pipeline.models import (
+    build_unet,
+    check_matches_data,
+    compute_settings,
+    load_model,
+    noise_levels,
+    prepare,
+    save_model,
+    standard_layout,
+)
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
@@ -165,3 +174,28 @@ def test_noise_levels_match_linear_schedule(scheduler):
     np.testing.assert_allclose(gamma, np.sqrt(alpha_bar[t.numpy()]), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(sigma, np.sqrt(1.0 - alpha_bar[t.numpy()]), rtol=1e-4, atol=1e-6)
     assert gamma[0] > 0.99 and gamma[-1] < 0.01
+
+
+def test_compute_settings_default_the_layout_options_to_off(params):
+    assert compute_settings(params) == {"precision": "fp32", "channels_last": False, "compile": False}
+    del params["compute"]["channels_last"], params["compute"]["compile"]  # a params file older than them
+    assert compute_settings(params) == {"precision": "fp32", "channels_last": False, "compile": False}
+
+
+def test_prepare_channels_last_keeps_values_mode_and_saved_format(tmp_path, unet, scheduler):
+    expected, reference = unet_out(unet), copy.deepcopy(unet)
+    net = prepare(unet, torch.device("cpu"), channels_last=True)
+    assert net is unet and not unet.training  # in place, eval mode untouched
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert same_weights(unet, reference)
+    torch.testing.assert_close(unet_out(unet), expected, atol=1e-5, rtol=0)
+    save_model(tmp_path / "m", unet, scheduler)  # NHWC weights save as the usual contiguous safetensors
+    assert same_weights(load_model(tmp_path / "m")[0], reference)
+    assert standard_layout(unet) is unet and all(p.is_contiguous() for p in unet.parameters())
+
+
+def test_prepare_compile_wraps_without_changing_the_saved_model(tmp_path, unet, scheduler):
+    compiled = prepare(unet, torch.device("cpu"), compile=True)  # compiles lazily, on the first call
+    assert compiled._orig_mod is unet and list(compiled.parameters()) == list(unet.parameters())
+    save_model(tmp_path / "m", compiled, scheduler)  # diffusers unwraps it: no _orig_mod. keys
+    assert same_weights(load_model(tmp_path / "m")[0], unet)

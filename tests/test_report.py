@@ -9,7 +9,17 @@ import pytest
 import yaml
 
 from pipeline.artifacts import save_json, save_npz, save_text, to_csv
-from pipeline.report import deletion_step, main, mean_std, row, summary, sweep_figure, sweep_grids
+from pipeline.report import (
+    deletion_step,
+    image_index,
+    main,
+    mean_std,
+    model_method,
+    row,
+    summary,
+    sweep_figure,
+    sweep_grids,
+)
 from tests.conftest import TINY
 
 
@@ -35,6 +45,7 @@ def test_row_names_method_and_seed():
     assert (r["method"], r["seed"]) == ("retrack", "12")
     assert row(metrics("siss_no_is-s0", 0.0))["method"] == "siss_no_is"
     assert row(metrics("retrack+t0-499+r2-s1", 0.0))["method"] == "retrack+t0-499+r2"
+    assert model_method("retrack+t0-499-s3-i12") == ("retrack+t0-499", "3")
     r = row(metrics("pretrained", 0.042, fid=0.2951, nll=2.5), deletion_step=None)
     assert (r["method"], r["seed"], r["forget_reproduction_pct"], r["fid"]) == ("pretrained", "", 4.2, 0.2951)
     assert (r["nn_memorization_pct"], r["nll_bits_per_dim"], r["wall_time_s"]) == (2.1, 2.5, 10.0)
@@ -162,3 +173,32 @@ def test_report_main_with_a_sweep_writes_sweep_png(tmp_path, rng):
                                 sweep={"methods": ["retrack"], "windows": [None, [0, 499]], "radii": [None, 2]})
     main(write_inputs(tmp_path, rng, ["pretrained", "retrack-s0", "retrack-s1", "retrack+t0-499+r2-s0"], params))
     assert (tmp_path / "report/sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- per-image runs ------------------------------------------------------------------------------------
+
+
+def test_image_index_maps_forget_images_to_the_models_that_were_judged_on_them():
+    assert [image_index("pretrained", i) for i in range(3)] == [0, 1, 2]
+    assert [image_index("retrack-s0", i) for i in range(3)] == [0, 1, 2]
+    assert [image_index("retrack-s0-i1", i) for i in range(3)] == [None, 0, None]
+
+
+def test_report_of_per_image_runs_averages_over_images(tmp_path, rng):
+    """Two forget images, one run each: the method's row is their mean, the probe figure pairs each
+    image with its own run (the pretrained probe has both images, each run's has its one)."""
+    params = yaml.safe_load(TINY.read_text())
+    params["experiment"].update(methods=["naive"], seeds=[0], retrain=False, per_image=True)
+    params["forget"].update(strategy="indices", indices=[4, 5])
+    args = write_inputs(tmp_path, rng, ["pretrained", "naive-s0-i0", "naive-s0-i1"], params)
+    pretrained = metrics("pretrained", 0.05)
+    pretrained["per_image"] *= 2
+    save_json(tmp_path / "pretrained.json", pretrained)
+    save_npz(tmp_path / "pretrained.probe.npz", noised=rng.random((2, 2, 1, 4, 4), dtype=np.float32),
+             reconstructions=rng.random((2, 2, 1, 4, 4), dtype=np.float32))
+    save_npz(tmp_path / "forget.npz", rows=np.array([4, 5]), group=np.array([0, 1]), distinct=np.array([4, 5]))
+    main(args)
+    md = (tmp_path / "report/table.md").read_text()
+    assert "mean ± std over seeds and forget images" in md
+    assert "| naive | 2 | 2.00 ± 0.00 |" in md
+    assert (tmp_path / "report/probe.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,18 +1,66 @@
+import os
+import shutil
+
 import numpy as np
+import pytest
 import torch
-from diffusers import DDPMPipeline
+from diffusers import DDPMPipeline, DDPMScheduler
 
-from pipeline.sampling import sample
+from pipeline.sampling import ancestral_steps, sample
+
+# torch.compile's CPU backend (inductor) builds C++ with $CXX, else g++
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                                    reason="torch.compile on the CPU needs a C++ compiler")
+
+SCHEDULERS = {  # DDPMScheduler settings other than the project's (leading spacing, clipped x_0, fixed_small)
+    "default": {},
+    "no clipping": {"clip_sample": False},
+    "fixed_large": {"variance_type": "fixed_large"},
+    "steps_offset 1": {"steps_offset": 1},  # the last step is t = 1 > 0: it adds noise
+    "trailing": {"timestep_spacing": "trailing"},
+}
 
 
-def test_matches_diffusers_ddpm_pipeline(unet, scheduler):
-    """One batch: the same generator draws as DDPMPipeline, so the very same images."""
-    ours = sample(unet, scheduler, n=3, steps=5, batch_size=3, seed=4)
+def pipeline_images(unet, scheduler, n, steps, seed):
     pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(4)
-    theirs = pipe(batch_size=3, generator=generator, num_inference_steps=5, output_type="np").images
-    np.testing.assert_allclose(ours.transpose(0, 2, 3, 1), theirs, atol=1e-5)
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(batch_size=n, generator=generator, num_inference_steps=steps, output_type="np").images
+
+
+@pytest.mark.parametrize("settings", SCHEDULERS.values(), ids=SCHEDULERS.keys())
+@pytest.mark.parametrize("steps", [5, 7])
+def test_matches_diffusers_ddpm_pipeline(unet, scheduler, settings, steps):
+    """One batch: the same generator draws as DDPMPipeline, so the very same images (7 steps do not
+    divide T = 1000: t' = t - 142)."""
+    scheduler = DDPMScheduler.from_config(scheduler.config, **settings)
+    ours = sample(unet, scheduler, n=3, steps=steps, batch_size=3, seed=4)
+    theirs = pipeline_images(unet, scheduler, 3, steps, seed=4)
+    np.testing.assert_allclose(ours.transpose(0, 2, 3, 1), theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("settings", SCHEDULERS.values(), ids=SCHEDULERS.keys())
+def test_update_is_the_scheduler_step_to_the_bit(scheduler, settings):
+    scheduler = DDPMScheduler.from_config(scheduler.config, **settings)
+    plan = ancestral_steps(scheduler, 10)
+    scheduler.set_timesteps(10)
+    assert [s.t for s in plan] == scheduler.timesteps.tolist()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, generator=g) * 1.5
+    for step in plan:
+        eps = torch.randn(x.shape, generator=g)
+        state = g.get_state()
+        expected = scheduler.step(eps, step.t, x, generator=g).prev_sample
+        g.set_state(state)
+        noise = torch.randn(x.shape, generator=g) if step.t > 0 else None
+        assert torch.equal(step(x, eps, noise), expected), step.t
+        x = expected
+
+
+def test_unsupported_scheduler_settings_are_refused(scheduler):
+    for settings in ({"variance_type": "learned_range"}, {"thresholding": True}):
+        with pytest.raises(ValueError, match="DDPM sampling"):
+            ancestral_steps(DDPMScheduler.from_config(scheduler.config, **settings), 5)
 
 
 def test_seeded_shape_and_range(unet, scheduler):
@@ -30,3 +78,22 @@ def test_bf16_is_close_to_fp32(unet, scheduler, one_torch_thread):
     half = sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0, precision="bf16")
     assert half.dtype == np.float32 and np.isfinite(half).all() and not np.array_equal(half, full)
     np.testing.assert_allclose(half, full, atol=0.05)
+
+
+def test_channels_last_is_close_to_fp32_and_leaves_the_weights_as_they_were(unet, scheduler, one_torch_thread):
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    full = sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0)
+    nhwc = sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0, channels_last=True)
+    np.testing.assert_allclose(nhwc, full, atol=1e-5, rtol=0)
+    both = sample(unet, scheduler, n=4, steps=5, batch_size=4, seed=0, precision="bf16", channels_last=True)
+    np.testing.assert_allclose(both, full, atol=0.05)
+    after = unet.state_dict()
+    assert all(torch.equal(after[k], v) and after[k].is_contiguous() for k, v in before.items())
+    assert not any(p.is_inference() for p in unet.parameters())  # still usable for training
+
+
+@needs_compiler
+def test_compiled_is_close_to_eager(unet, scheduler, one_torch_thread):
+    full = sample(unet, scheduler, n=4, steps=3, batch_size=4, seed=0)
+    compiled = sample(unet, scheduler, n=4, steps=3, batch_size=4, seed=0, compile=True)
+    np.testing.assert_allclose(compiled, full, atol=1e-4, rtol=0)

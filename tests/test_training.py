@@ -1,13 +1,15 @@
 import csv
 import io
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.methods import DDPMLoss, ReTrack
-from pipeline.models import build_unet
-from pipeline.training import BatchSource, step_direction, train
+from pipeline.models import build_unet, load_model, save_model
+from pipeline.training import STATE, BatchSource, step_direction, train
 
 
 def tiny_source(rng, n=40, forget=6):
@@ -114,3 +116,58 @@ def test_bf16_training_is_close_to_fp32(params, scheduler, rng, one_torch_thread
     assert torch.equal(runs["fp32"], runs[None])  # fp32 is the plain forward pass
     assert torch.isfinite(runs["bf16"]).all() and not torch.equal(runs["bf16"], runs["fp32"])
     torch.testing.assert_close(runs["bf16"], runs["fp32"], atol=0.02, rtol=0)
+
+
+def interrupted(source, draws):
+    """``source``, raising KeyboardInterrupt (as a Ctrl-C would) at draw number ``draws`` + 1."""
+    draw, calls = source.draw, iter(range(draws))
+
+    def stopping(*args):
+        if next(calls, None) is None:
+            raise KeyboardInterrupt
+        return draw(*args)
+
+    source.draw = stopping
+    return source
+
+
+def run_retrack(params, scheduler, checkpoints, stop_after=None, **kwargs):
+    """ReTrack, 4 steps from a seeded UNet on the tiny source, a model saved at step 2 under
+    ``checkpoints``; with ``stop_after``, interrupted after that many batches."""
+    _, source = tiny_source(np.random.default_rng(0))
+    torch.manual_seed(0)
+    net, _ = train(build_unet(params), ReTrack(scheduler, lam=0.5),
+                   source if stop_after is None else interrupted(source, stop_after), steps=4, batch_size=4,
+                   lr=1e-3, seed=0, checkpoint_every=2,
+                   on_checkpoint=lambda step, net: save_model(checkpoints / str(step), net, scheduler), **kwargs)
+    return net
+
+
+def test_channels_last_training_is_close_and_saves_and_resumes_as_usual(tmp_path, params, scheduler,
+                                                                          one_torch_thread):
+    plain = run_retrack(params, scheduler, tmp_path / "plain")
+    nhwc = run_retrack(params, scheduler, tmp_path / "nhwc", channels_last=True)
+    assert not torch.equal(weights(nhwc), weights(plain))
+    torch.testing.assert_close(weights(nhwc), weights(plain), atol=1e-4, rtol=0)  # Adam steps of lr = 1e-3
+    assert all(p.is_contiguous() for p in nhwc.parameters())  # the result in the default layout
+    saved, _ = load_model(tmp_path / "nhwc" / "2")  # a checkpoint taken mid-run, in NHWC, loads as any other
+    assert saved.state_dict().keys() == load_model(tmp_path / "plain" / "2")[0].state_dict().keys()
+    resume = tmp_path / "resume"
+    with pytest.raises(KeyboardInterrupt):
+        run_retrack(params, scheduler, tmp_path / "cut", stop_after=3, channels_last=True, resume=resume,
+                    resume_every=2)
+    state = torch.load(resume / STATE, weights_only=True)
+    assert state["step"] == 2 and state["net"].keys() == plain.state_dict().keys()
+    resumed = run_retrack(params, scheduler, tmp_path / "cut", channels_last=True, resume=resume, resume_every=2)
+    assert torch.equal(weights(resumed), weights(nhwc))
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_training_is_close_to_eager_and_returns_the_plain_module(tmp_path, params, scheduler,
+                                                                            one_torch_thread):
+    eager = run_retrack(params, scheduler, tmp_path / "eager")
+    compiled = run_retrack(params, scheduler, tmp_path / "compiled", compile=True)
+    assert type(compiled) is type(eager) and compiled.state_dict().keys() == eager.state_dict().keys()
+    torch.testing.assert_close(weights(compiled), weights(eager), atol=1e-4, rtol=0)
+    assert load_model(tmp_path / "compiled" / "2")[0].state_dict().keys() == eager.state_dict().keys()

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from diffusers import DDPMPipeline
+from PIL import Image
 
 from tests.conftest import ROOT, TINY
 
@@ -217,3 +219,78 @@ def test_dvc_repro_runs_the_same_stages_with_the_same_numbers(snakemake_run, tmp
         theirs = json.loads((snakemake_run / f"metrics/{name}.json").read_text())
         assert ours.pop("cost")["steps"] == theirs.pop("cost")["steps"]  # wall time and memory vary
         assert ours == theirs, name
+
+
+# --- the benchmarks' shape: a pretrained pipeline, an image folder, one run per forget image ----------
+
+
+def cifar_like_workdir(path: Path) -> Path:
+    """The tiny experiment reshaped like experiments/cifar10 and experiments/celebahq: a locally saved
+    DDPMPipeline laid out like google/ddpm-cifar10-32 (model_index.json, unet/, scheduler/ with its
+    clip_sample and variance settings), an RGB image folder with two classes, two forget files each
+    unlearned alone (experiment.per_image)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    w = make_workdir(path)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        (w / "images" / ("cat" if i % 2 else "dog")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(w / "images" / ("cat" if i % 2 else "dog") / f"{i:05d}.png")
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                       down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "AttnUpBlock2D"),
+                       layers_per_block=1, norm_num_groups=8)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
+                              variance_type="fixed_small")
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(w / "hub/ddpm-cifar10-like")
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    params["data"].update(source={"kind": "folder", "path": "images", "limit": None}, channels=3, inject=[],
+                          heldout=8)
+    params["model"].update(source="pretrained", pretrained="hub/ddpm-cifar10-like")
+    params["forget"].update(strategy="files", files=["dog/00004.png", "cat/00001.png"])
+    params["experiment"].update(methods=["retrack"], seeds=[0], retrain=False, per_image=True,
+                                sweep={"methods": [], "windows": [None], "radii": [None]})
+    (w / "params.yaml").write_text(yaml.safe_dump(params))
+    return w
+
+
+def test_per_image_runs_of_a_pretrained_model_end_to_end(tmp_path):
+    w = cifar_like_workdir(tmp_path)
+    snakemake(w)
+    forget = np.load(w / "data/forget.npz")
+    names = np.load(w / "data/train.npz")["names"]
+    assert [names[r] for r in np.sort(forget["distinct"])] == ["cat/00001.png", "dog/00004.png"]
+    heldout = set(np.load(w / "data/heldout.npz")["names"])
+    assert not heldout & {"cat/00001.png", "dog/00004.png"}
+    for image, name in enumerate(["cat/00001.png", "dog/00004.png"]):  # image i: the i-th forget row
+        summary = json.loads((w / f"models/retrack-s0-i{image}/unlearn.json").read_text())
+        assert [names[r] for r in summary["forget_rows"]] == [name]
+        metrics = json.loads((w / f"metrics/retrack-s0-i{image}.json").read_text())
+        assert [names[p["row"]] for p in metrics["per_image"]] == [name]
+    assert len(json.loads((w / "metrics/pretrained.json").read_text())["per_image"]) == 2
+    table = (w / "report/table.md").read_text()
+    assert "mean ± std over seeds and forget images" in table and "| retrack | 2 |" in table
+    assert {p.name for p in (w / "diagnostics").glob("*.json")} == {"retrack-s0-i0.json", "retrack-s0-i1.json"}
+
+
+@pytest.mark.parametrize("name, unlearn_jobs", [("mnist-tshirt", 18), ("cifar10", 50), ("celebahq", 50)])
+def test_benchmark_experiments_plan_every_job(tmp_path, name, unlearn_jobs):
+    """Each benchmark's params.yaml, run in its own directory: the whole plan, with the files it
+    needs from outside (image folder, SSCD model) as placeholders."""
+    w = tmp_path / name
+    w.mkdir()
+    shutil.copy(ROOT / "experiments" / name / "params.yaml", w / "params.yaml")
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    if params["data"]["source"]["kind"] == "folder":
+        (w / params["data"]["source"]["path"]).mkdir(parents=True)
+    if params["metrics"]["copy_detection"]["sscd"]:
+        (w / params["metrics"]["copy_detection"]["sscd"]).parent.mkdir(parents=True, exist_ok=True)
+        (w / params["metrics"]["copy_detection"]["sscd"]).touch()
+    plan = run(ROOT, sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--directory", str(w),
+               "--snakefile", str(ROOT / "Snakefile")).stdout
+    jobs = dict(line.split() for line in plan.split("Job stats:")[1].splitlines()[3:] if len(line.split()) == 2)
+    assert int(jobs["unlearn"]) == unlearn_jobs
+    models = 1 + unlearn_jobs + bool(params["experiment"]["retrain"])
+    assert int(jobs["sample"]) == int(jobs["metrics"]) == models
