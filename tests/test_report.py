@@ -188,7 +188,8 @@ def test_report_of_per_image_runs_averages_over_images(tmp_path, rng):
     """Two forget images, one run each: the method's row is their mean, the probe figure pairs each
     image with its own run (the pretrained probe has both images, each run's has its one)."""
     params = yaml.safe_load(TINY.read_text())
-    params["experiment"].update(methods=["naive"], seeds=[0], retrain=False, per_image=True)
+    params["experiment"].update(methods=["naive"], seeds=[0], retrain=False, per_image=True,
+                                sweep={"methods": [], "windows": [None], "radii": [None]})
     params["forget"].update(strategy="indices", indices=[4, 5])
     args = write_inputs(tmp_path, rng, ["pretrained", "naive-s0-i0", "naive-s0-i1"], params)
     pretrained = metrics("pretrained", 0.05)

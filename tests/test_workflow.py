@@ -17,6 +17,7 @@ import yaml
 from diffusers import DDPMPipeline
 from PIL import Image
 
+from pipeline.config import load_params
 from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.workflow
@@ -252,6 +253,7 @@ def cifar_like_workdir(path: Path) -> Path:
     params["forget"].update(strategy="files", files=["dog/00004.png", "cat/00001.png"])
     params["experiment"].update(methods=["retrack"], seeds=[0], retrain=False, per_image=True,
                                 sweep={"methods": [], "windows": [None], "radii": [None]})
+    params["methods"]["retrack"]["checkpoint_every"] = 0  # a trajectory point per run: the final model
     (w / "params.yaml").write_text(yaml.safe_dump(params))
     return w
 
@@ -276,21 +278,26 @@ def test_per_image_runs_of_a_pretrained_model_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("name, unlearn_jobs", [("mnist-tshirt", 18), ("cifar10", 50), ("celebahq", 50)])
-def test_benchmark_experiments_plan_every_job(tmp_path, name, unlearn_jobs):
-    """Each benchmark's params.yaml, run in its own directory: the whole plan, with the files it
-    needs from outside (image folder, SSCD model) as placeholders."""
-    w = tmp_path / name
-    w.mkdir()
-    shutil.copy(ROOT / "experiments" / name / "params.yaml", w / "params.yaml")
-    params = yaml.safe_load((w / "params.yaml").read_text())
-    if params["data"]["source"]["kind"] == "folder":
-        (w / params["data"]["source"]["path"]).mkdir(parents=True)
-    if params["metrics"]["copy_detection"]["sscd"]:
-        (w / params["metrics"]["copy_detection"]["sscd"]).parent.mkdir(parents=True, exist_ok=True)
-        (w / params["metrics"]["copy_detection"]["sscd"]).touch()
-    plan = run(ROOT, sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--directory", str(w),
-               "--snakefile", str(ROOT / "Snakefile")).stdout
-    jobs = dict(line.split() for line in plan.split("Job stats:")[1].splitlines()[3:] if len(line.split()) == 2)
-    assert int(jobs["unlearn"]) == unlearn_jobs
+def test_benchmark_experiments_plan_every_job(name, unlearn_jobs):
+    """Each benchmark's whole plan, as its dvc.yaml has it (test_dvc_yaml_is_current checks that it
+    is Snakemake's plan for its params.yaml, run in its directory): a run per method, seed and
+    forget image, and every model sampled and scored."""
+    params = load_params(ROOT / "experiments" / name / "params.yaml")
+    stages = yaml.safe_load((ROOT / "experiments" / name / "dvc.yaml").read_text())["stages"]
+    count = {rule: sum(stage.split("-")[0] == rule for stage in stages) for rule in ("unlearn", "sample", "metrics")}
     models = 1 + unlearn_jobs + bool(params["experiment"]["retrain"])
-    assert int(jobs["sample"]) == int(jobs["metrics"]) == models
+    assert count == {"unlearn": unlearn_jobs, "sample": models, "metrics": models}
+    assert all(dep.startswith("../../pipeline/") for stage in stages.values() for dep in stage["deps"]
+               if dep.endswith(".py"))
+
+
+def test_snakemake_runs_a_benchmark_in_its_directory(tmp_path):
+    """`snakemake --directory experiments/cifar10` plans the benchmark there, reading its params.yaml
+    (the SSCD model, a file from outside, as a placeholder)."""
+    w = tmp_path / "cifar10"
+    w.mkdir()
+    shutil.copy(ROOT / "experiments/cifar10/params.yaml", w / "params.yaml")
+    (w / "data").mkdir()
+    (w / "data/sscd_disc_mixup.torchscript.pt").touch()
+    plan = run(ROOT, sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--directory", str(w)).stdout
+    assert "models/retrack-s0-i9" in plan and "Job stats" in plan
