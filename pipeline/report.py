@@ -32,12 +32,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.artifacts import atomic_path, load_json, load_npz, save_json, save_text, setup_logging, to_csv  # noqa: E402
-from pipeline.config import Run, cli, load_params  # noqa: E402
+from pipeline.config import REFERENCE_MODELS, Run, cli, load_params  # noqa: E402
 from pipeline.data import load_forget_set, load_training_set  # noqa: E402
 from pipeline.images import grid, to_float  # noqa: E402
 from pipeline.sampling import load_samples  # noqa: E402
 
-REFERENCE_MODELS = ("pretrained", "retrained")
 # (column, header, format): the figures of a row, in table order; ↓/↑: which way is better.
 COLUMNS = [
     ("forget_reproduction_pct", "forget reproduction (%) ↓", ".2f"),
