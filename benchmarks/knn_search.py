@@ -35,8 +35,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from pipeline.embeddings import embed, pixels
-from pipeline.knn import ApproximateIndex, exact_search, recall_at_k
+from pipeline.search.embeddings import embed, pixels
+from pipeline.search.neighbours import ApproximateIndex, exact_search, recall_at_k
 
 SHAPE = (3, 64, 64)
 K, N_FORGET = 10, 10

@@ -24,9 +24,9 @@ from diffusers import DDPMPipeline
 from variants import VARIANTS as COMPUTE_VARIANTS
 from variants import try_variants
 
-from pipeline.config import load_params
-from pipeline.models import build_scheduler, build_unet, device, load_model
-from pipeline.sampling import sample
+from pipeline.diffusion.models import build_scheduler, build_unet, device, load_model
+from pipeline.diffusion.sampler import sample
+from pipeline.params.validation import load_params
 
 VARIANTS = {"fp32": {}, **COMPUTE_VARIANTS}  # keyword arguments of pipeline.sampling.sample
 

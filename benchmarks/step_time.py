@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from variants import VARIANTS, try_variants
 
-from pipeline.config import load_params
-from pipeline.methods import REGISTRY, make_method
-from pipeline.models import build_scheduler, build_unet, device
-from pipeline.training import BatchSource, train
+from pipeline.diffusion.models import build_scheduler, build_unet, device
+from pipeline.methods.registry import REGISTRY, make_method
+from pipeline.params.validation import load_params
+from pipeline.training.loop import BatchSource, train
 
 
 def synthetic_source(params: dict, n: int = 1024, forget: int = 64, k: int = 10) -> BatchSource:

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.config import UserError
+from pipeline.errors import UserError
 
 
 @contextlib.contextmanager

@@ -1,22 +1,26 @@
-# Shared by every file of rules: params validation, the experiment's names, helpers.
+# Shared by every file of rules: the experiment's params, its names, helpers.
+import json
 import sys
-from pathlib import Path
 
-import yaml
+from pipeline.errors import UserError
+from pipeline.params.inputs import external_files, needs_classifier
+from pipeline.params.runs import RUN_PATTERN, Run, model_names, runs
+from pipeline.params.tracking import lookup, stage_keys
+from pipeline.params.validation import read_changes, resolve
 
-from pipeline.config import RUN_PATTERN, Run, UserError, external_files, model_names, needs_classifier, runs, validate
-
+# params.yaml holds what the experiment changes; PARAMS, every key, is what the stages read too
+# (pipeline/params/defaults.yaml merged under it), validated before any job is planned.
 try:
-    validate(config, "params.yaml")
+    PARAMS = resolve(read_changes("params.yaml"))
 except UserError as exc:
     sys.exit(f"error: {exc}")
 # Every stage reads params.yaml itself (so that DVC runs the same commands): a --config or
 # --configfile on the command line would silently disagree with what the stages read.
-if config != yaml.safe_load(Path("params.yaml").read_text()):
+if config != (read_changes("params.yaml") or {}):
     sys.exit("error: the stages read params.yaml; edit it instead of passing --config/--configfile")
 
-MODELS = model_names(config)
-EXTERNAL = external_files(config)  # files from outside the workflow, inputs of the rules that read them
+MODELS = model_names(PARAMS)
+EXTERNAL = external_files(PARAMS)  # files from outside the workflow, inputs of the rules that read them
 # Threads of the jobs that run torch: locally every core Snakemake has (torch uses them all, so two
 # torch jobs never compete for cores); on a cluster, the profile's `cores` (CPUs per job).
 # Every job also declares resources for cluster schedulers (profiles/slurm), namely mem_mb, runtime
@@ -25,17 +29,12 @@ EXTERNAL = external_files(config)  # files from outside the workflow, inputs of 
 TORCH_THREADS = workflow.cores
 
 
-def tracked(*keys):
-    """The params.yaml sections that a job depends on, given as its `params` (Snakemake reruns a job
-    whose values changed; pipeline/workflow.py turns the keys into DVC `params:`)."""
-
-    def lookup(key):
-        value = config
-        for part in key.split("."):
-            value = value[part]
-        return value
-
-    return {key: lookup(key) for key in keys}
+def tracked(rule):
+    """The params a job of ``rule`` reads (pipeline.params.tracking), given as its `params`:
+    Snakemake reruns a job whose values changed. Each value is canonical JSON, so that formatting
+    and key order in params.yaml never count as a change."""
+    return lambda wildcards: {key: json.dumps(lookup(PARAMS, key), sort_keys=True)
+                              for key in stage_keys(rule, PARAMS, dict(wildcards))}
 
 
 REPORT_FIGURES = ["pareto.png", "steps.png", "probe.png", "samples.png"]
@@ -44,7 +43,7 @@ REPORT_FIGURES = ["pareto.png", "steps.png", "probe.png", "samples.png"]
 def report_outputs(flagged=False):
     """The report's files; ``flagged``: its figures and tables marked for `snakemake --report`, each
     with its caption from rules/captions/."""
-    sweep = config["experiment"].get("sweep") or {}
+    sweep = PARAMS["experiment"].get("sweep") or {}
     figures = REPORT_FIGURES + (["sweep.png"] if sweep.get("methods") else [])
     tables = ["table.md", "table.csv", "models.csv", "summary.json", "pareto.csv", "steps.csv"]
     if not flagged:
@@ -56,14 +55,14 @@ def report_outputs(flagged=False):
 
 def diagnostics_outputs():
     """Diagnostics of the runs of experiment.methods x seeds (not of every sweep cell)."""
-    main_runs = [run.name for run in runs(config) if run.window is None and run.radius is None]
+    main_runs = [run.name for run in runs(PARAMS) if run.window is None and run.radius is None]
     return expand("diagnostics/{run}.{ext}", run=main_runs, ext=["json", "png"])
 
 
 def data_inputs(wildcards):
     """The base images (MNIST, or the image folder; torchvision data sets are found or downloaded
     by the stage itself) and the forget images given as files."""
-    base = [rules.fetch_mnist.output[0]] if config["data"]["source"]["kind"] == "mnist" else EXTERNAL["base"]
+    base = [rules.fetch_mnist.output[0]] if PARAMS["data"]["source"]["kind"] == "mnist" else EXTERNAL["base"]
     return {**({"base": base[0]} if base else {}), "forget_images": EXTERNAL["forget_images"]}
 
 
@@ -80,20 +79,20 @@ def model_files(*kinds):
 def forget_inputs(wildcards):
     """The training set, and the pretrained model when the forget set is what that model reproduces."""
     inputs = {"data": rules.data.output.train}
-    if config["forget"]["strategy"] == "memorized":
+    if PARAMS["forget"]["strategy"] == "memorized":
         inputs["model"] = rules.pretrain.output[0]
     return inputs
 
 
 def knn_inputs(wildcards):
     """The training set, the forget set, and the encoder of a latent or embedding space."""
-    inputs = {"data": rules.data.output.train, "forget": rules.select_forget.output.npz}
+    inputs = {"data": rules.data.output.train, "forget": rules.forget_set.output.npz}
     return {**inputs, **{"encoder": path for path in EXTERNAL["encoder"]}}
 
 
 def classifier_input(wildcards):
-    """The digit classifier, for the stages that use it (pipeline.config.needs_classifier)."""
-    return {"classifier": rules.classifier.output.model} if needs_classifier(config) else {}
+    """The digit classifier, for the stages that use it (pipeline.params.inputs.needs_classifier)."""
+    return {"classifier": rules.classifier.output.model} if needs_classifier(PARAMS) else {}
 
 
 def classifier_option(wildcards, input):
@@ -103,4 +102,4 @@ def classifier_option(wildcards, input):
 def trajectory_models():
     """The pretrained model (step 0), every unlearning run, and the retrained reference (sampled like
     the checkpoints, so that the report compares like with like)."""
-    return ["pretrained", *(run.name for run in runs(config)), *(["retrained"] if config["experiment"]["retrain"] else [])]
+    return ["pretrained", *(run.name for run in runs(PARAMS)), *(["retrained"] if PARAMS["experiment"]["retrain"] else [])]

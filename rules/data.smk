@@ -15,7 +15,7 @@ rule fetch_mnist:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.data fetch --out {output} --log {log}"
+        "python -m pipeline.stages.data fetch --out {output} --log {log}"
 
 
 rule data:
@@ -26,7 +26,7 @@ rule data:
         heldout="data/heldout.npz",
     params:
         # the held-out draw of a folder never takes a file that forget.files names
-        tracked=tracked("data", *(["forget.files"] if config["forget"]["strategy"] == "files" else [])),
+        tracked=tracked("data"),
         base=base_option,
     log:
         "logs/data.log",
@@ -39,11 +39,11 @@ rule data:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.data build --params params.yaml {params.base}--out {output.train} "
+        "python -m pipeline.stages.data build --params params.yaml {params.base}--out {output.train} "
         "--heldout {output.heldout} --log {log}"
 
 
-rule select_forget:
+rule forget_set:
     input:
         unpack(forget_inputs),
     output:
@@ -51,21 +51,21 @@ rule select_forget:
         table="data/forget.csv",
         png="data/forget.png",
     params:
-        tracked=tracked("forget"),
+        tracked=tracked("forget_set"),
         model=lambda wildcards, input: f"--model {input.model} " if "model" in input.keys() else "",
     log:
-        "logs/select_forget.log",
+        "logs/forget_set.log",
     benchmark:
-        "logs/benchmarks/select_forget.tsv"
-    threads: TORCH_THREADS if config["forget"]["strategy"] == "memorized" else 1  # it samples the model
+        "logs/benchmarks/forget_set.tsv"
+    threads: TORCH_THREADS if PARAMS["forget"]["strategy"] == "memorized" else 1  # it samples the model
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=1 if config["forget"]["strategy"] == "memorized" else 0,
+        gpu=1 if PARAMS["forget"]["strategy"] == "memorized" else 0,
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.forget --params params.yaml --data {input.data} {params.model}--out {output.npz} "
+        "python -m pipeline.stages.forget_set --params params.yaml --data {input.data} {params.model}--out {output.npz} "
         "--table {output.table} --png {output.png} --log {log}"
 
 
@@ -89,5 +89,5 @@ rule knn:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.knn --params params.yaml --data {input.data} --forget {input.forget} "
+        "python -m pipeline.stages.knn --params params.yaml --data {input.data} --forget {input.forget} "
         "--index {output.index} --out {output.npz} --png {output.png} --log {log}"

@@ -9,7 +9,7 @@ rule sample:
         npz="samples/{model}.npz",
         png="samples/{model}.png",
     params:
-        tracked=tracked("sampling", "compute.precision"),
+        tracked=tracked("sample"),
     log:
         "logs/sample/{model}.log",
     benchmark:
@@ -22,7 +22,7 @@ rule sample:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.sampling --params params.yaml --model {input.model} --out {output.npz} "
+        "python -m pipeline.stages.sample --params params.yaml --model {input.model} --out {output.npz} "
         "--png {output.png} --log {log}"
 
 
@@ -30,12 +30,12 @@ rule classifier:
     input:
         data=rules.data.output.train,
         heldout=rules.data.output.heldout,
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
     output:
         model="models/classifier.pt",
         metrics="metrics/classifier.json",
     params:
-        tracked=tracked("metrics.classifier"),
+        tracked=tracked("classifier"),
     log:
         "logs/classifier.log",
     benchmark:
@@ -48,7 +48,7 @@ rule classifier:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.classifier --params params.yaml --data {input.data} --forget {input.forget} "
+        "python -m pipeline.stages.classifier --params params.yaml --data {input.data} --forget {input.forget} "
         "--heldout {input.heldout} --out {output.model} --metrics-out {output.metrics} --log {log}"
 
 
@@ -60,7 +60,7 @@ rule metrics:
         model="models/{model}",
         data=rules.data.output.train,
         heldout=rules.data.output.heldout,
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
         knn=rules.knn.output.npz,
     output:
         json="metrics/{model}.json",
@@ -80,7 +80,7 @@ rule metrics:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.metrics --params params.yaml --samples {input.samples} --model {input.model} "
+        "python -m pipeline.stages.metrics --params params.yaml --samples {input.samples} --model {input.model} "
         "--data {input.data} --heldout {input.heldout} --forget {input.forget} --knn {input.knn} "
         "{params.classifier}--model-name {wildcards.model} --out {output.json} --npz {output.npz} --log {log}"
 
@@ -91,11 +91,11 @@ rule trajectory:
         unpack(model_files("inception")),
         model="models/{model}",
         data=rules.data.output.train,
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
     output:
         "trajectory/{model}.csv",
     params:
-        tracked=tracked("sampling", "metrics.threshold", "metrics.quality", "metrics.trajectory"),
+        tracked=tracked("trajectory"),
         classifier=classifier_option,
     log:
         "logs/trajectory/{model}.log",
@@ -109,7 +109,7 @@ rule trajectory:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.trajectory --params params.yaml --model {input.model} --model-name {wildcards.model} "
+        "python -m pipeline.stages.trajectory --params params.yaml --model {input.model} --model-name {wildcards.model} "
         "--data {input.data} --forget {input.forget} {params.classifier}--out {output} --log {log}"
 
 
@@ -118,7 +118,7 @@ rule diagnostics:
         pretrained=rules.pretrain.output[0],
         model="models/{run}",
         data=rules.data.output.train,
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
     output:
         json="diagnostics/{run}.json",
         png="diagnostics/{run}.png",
@@ -136,7 +136,7 @@ rule diagnostics:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.diagnostics --params params.yaml --pretrained {input.pretrained} --model {input.model} "
+        "python -m pipeline.stages.diagnostics --params params.yaml --pretrained {input.pretrained} --model {input.model} "
         "--model-name {wildcards.run} --data {input.data} --forget {input.forget} --out {output.json} --png {output.png} --log {log}"
 
 
@@ -146,12 +146,12 @@ rule report:
         probes=expand("metrics/{model}.npz", model=MODELS),
         samples=expand("samples/{model}.npz", model=MODELS),
         trajectories=expand("trajectory/{model}.csv", model=trajectory_models()),
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
         data=rules.data.output.train,
     output:
         report_outputs(flagged=True),
     params:
-        tracked=tracked("experiment", "metrics.probe", "metrics.trajectory"),
+        tracked=tracked("report"),
     log:
         "logs/report.log",
     benchmark:
@@ -163,6 +163,6 @@ rule report:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.report --params params.yaml --metrics {input.metrics} --probes {input.probes} "
+        "python -m pipeline.stages.report --params params.yaml --metrics {input.metrics} --probes {input.probes} "
         "--samples {input.samples} --trajectories {input.trajectories} --data {input.data} "
         "--forget {input.forget} --out-dir report --log {log}"

@@ -8,7 +8,7 @@ rule pretrain:
     output:
         directory("models/pretrained"),
     params:
-        tracked=tracked("model", "pretrain", "compute.precision"),
+        tracked=tracked("pretrain"),
     log:
         "logs/pretrain.log",
     benchmark:
@@ -21,17 +21,17 @@ rule pretrain:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.pretrain --params params.yaml --data {input.data} --out {output} --log {log}"
+        "python -m pipeline.stages.pretrain --params params.yaml --data {input.data} --out {output} --log {log}"
 
 
 rule retrain:
     input:
         data=rules.data.output.train,
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
     output:
         directory("models/retrained"),
     params:
-        tracked=tracked("model", "pretrain", "compute.precision"),
+        tracked=tracked("retrain"),
     log:
         "logs/retrain.log",
     benchmark:
@@ -44,5 +44,5 @@ rule retrain:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.pretrain --params params.yaml --data {input.data} --forget {input.forget} "
+        "python -m pipeline.stages.pretrain --params params.yaml --data {input.data} --forget {input.forget} "
         "--out {output} --log {log}"

@@ -4,13 +4,13 @@
 rule unlearn:
     input:
         data=rules.data.output.train,
-        forget=rules.select_forget.output.npz,
+        forget=rules.forget_set.output.npz,
         knn=rules.knn.output.npz,
         model=rules.pretrain.output[0],
     output:
         directory("models/{run}"),
     params:
-        tracked=lambda w: tracked(f"methods.{Run.parse(w.run).method}", "compute.precision"),
+        tracked=tracked("unlearn"),
     log:
         "logs/unlearn/{run}.log",
     benchmark:
@@ -23,6 +23,6 @@ rule unlearn:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.unlearn --params params.yaml --run {wildcards.run} "
+        "python -m pipeline.stages.unlearn --params params.yaml --run {wildcards.run} "
         "--data {input.data} --forget {input.forget} --knn {input.knn} --model {input.model} "
         "--out {output} --log {log}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.models import build_scheduler, build_unet
+from pipeline.diffusion.models import build_scheduler, build_unet
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).with_name("tiny_params.yaml")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import atomic_path, load_npz, save_npz, save_text
-from pipeline.config import UserError
-from pipeline.images import grid
+from pipeline.diffusion.images import grid
+from pipeline.errors import UserError
 
 
 class Boom(Exception):

@@ -2,14 +2,15 @@ import json
 import logging
 
 import numpy as np
+import pipeline.classifier as stage
 import pytest
 import torch
 import yaml
 
-import pipeline.classifier as stage
 from pipeline.artifacts import save_npz
-from pipeline.classifier import DigitClassifier, accuracy, load_classifier, main, save_classifier, train_classifier
-from pipeline.config import UserError
+from pipeline.errors import UserError
+from pipeline.evaluation.classifier import DigitClassifier, accuracy, load_classifier, save_classifier, train_classifier
+from pipeline.stages.classifier import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

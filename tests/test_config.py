@@ -3,7 +3,9 @@ import copy
 import pytest
 import yaml
 
-from pipeline.config import UserError, load_params, model_names, validate
+from pipeline.errors import UserError
+from pipeline.params.runs import model_names
+from pipeline.params.validation import load_params, validate
 from tests.conftest import ROOT
 
 
@@ -77,7 +79,7 @@ def test_load_params_names_the_file(tmp_path):
 
 import re  # noqa: E402
 
-from pipeline.config import RUN_PATTERN, Run, runs  # noqa: E402
+from pipeline.params.runs import RUN_PATTERN, Run, runs  # noqa: E402
 
 NAMED_RUNS = [
     ("retrack-s0", Run("retrack", 0)),

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from pipeline import copydetect
-from pipeline.config import UserError
-from pipeline.copydetect import classifier_embedding, cosine, normalized_sscd, sscd_embedding, sscd_preprocess
+from pipeline.errors import UserError
+from pipeline.evaluation.copydetect import (
+    classifier_embedding,
+    cosine,
+    normalized_sscd,
+    sscd_embedding,
+    sscd_preprocess,
+)
 
 
 def test_cosine_matches_formula_and_zero_vectors_score_zero(rng):

@@ -17,18 +17,12 @@ from PIL import Image
 
 from pipeline import data
 from pipeline.artifacts import load_npz, save_npz
-from pipeline.config import UserError, validate
-from pipeline.data import (
-    build_training_set,
-    draw_tshirt,
-    folder_images,
-    forget_image,
-    load_heldout_set,
-    mnist_from_wheel,
-    raw_split,
-    split_heldout,
-)
-from pipeline.images import square_resize
+from pipeline.data.mnist import mnist_from_wheel
+from pipeline.data.sources import draw_tshirt, folder_images, forget_image, raw_split
+from pipeline.data.training_set import build_training_set, load_heldout_set, split_heldout
+from pipeline.diffusion.images import square_resize
+from pipeline.errors import UserError
+from pipeline.params.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW_MNIST = ROOT / "data" / "raw" / "mnist.npz"
@@ -654,7 +648,7 @@ def test_folder_heldout_may_take_them_for_other_strategies(tmp_path, params):
 
 
 def test_folder_names_are_what_forget_files_selects(tmp_path, params):
-    from pipeline.forget import select_explicit
+    from pipeline.data.forget_sets import select_explicit
 
     celeba_folder(tmp_path / "celeba")
     p = celeba_params(params, tmp_path / "celeba", 20)

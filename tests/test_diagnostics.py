@@ -10,8 +10,8 @@ import yaml
 
 from pipeline import diagnostics
 from pipeline.artifacts import save_npz
-from pipeline.diagnostics import diagnose, draws, gradient_norm, radial_power
-from pipeline.models import save_model
+from pipeline.diffusion.models import save_model
+from pipeline.evaluation.diagnostics import diagnose, draws, gradient_norm, radial_power
 from tests.conftest import alpha_bar
 
 T = 1000

@@ -5,8 +5,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
-from pipeline.config import UserError
-from pipeline.embeddings import embed, encoder, latent_encoder, pixels, torchscript_encoder
+from pipeline.errors import UserError
+from pipeline.search.embeddings import embed, encoder, latent_encoder, pixels, torchscript_encoder
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.* is deprecated:DeprecationWarning")
 

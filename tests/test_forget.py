@@ -4,15 +4,16 @@ and the select_forget stage CLI."""
 import csv
 
 import numpy as np
+import pipeline.forget
 import pytest
 import yaml
 
-import pipeline.forget
 from pipeline.artifacts import load_npz, save_npz
-from pipeline.config import UserError
-from pipeline.data import group_identical, retain_rows
-from pipeline.forget import main, select, select_memorized
-from pipeline.models import save_model
+from pipeline.data.forget_sets import choose, choose_memorized
+from pipeline.data.training_set import group_identical, retain_rows
+from pipeline.diffusion.models import save_model
+from pipeline.errors import UserError
+from pipeline.stages.forget_set import main
 
 MEMORIZED = {"samples": 8, "steps": 2, "batch_size": 8, "seed": 0, "threshold": 0.5, "min_count": 1,
              "max_images": 10}
@@ -79,56 +80,56 @@ def train_dict(images, names=None, injected=None):
 
 
 def test_injected_strategy_selects_injected_rows(params, train):
-    selection = select(with_forget(params, strategy="injected"), train)
-    assert selection.rows.tolist() == [7, 8, 9]
-    assert selection.evidence == [] and selection.reproductions == []
+    choice = choose(with_forget(params, strategy="injected"), train)
+    assert choice.rows.tolist() == [7, 8, 9]
+    assert choice.evidence == [] and choice.reproductions == []
 
 
 def test_label_strategy_selects_rows_with_label(params, train):
-    assert select(with_forget(params, strategy="label", label=0), train).rows.tolist() == [0, 3, 6]
+    assert choose(with_forget(params, strategy="label", label=0), train).rows.tolist() == [0, 3, 6]
 
 
 def test_indices_strategy_sorts_and_deduplicates(params, train):
-    rows = select(with_forget(params, strategy="indices", indices=[9, 3, 1, 3]), train).rows
+    rows = choose(with_forget(params, strategy="indices", indices=[9, 3, 1, 3]), train).rows
     assert rows.tolist() == [1, 3, 9]
 
 
 def test_indices_out_of_range_names_key(params, train):
     with pytest.raises(UserError, match="forget.indices") as info:
-        select(with_forget(params, strategy="indices", indices=[0, 10]), train)
+        choose(with_forget(params, strategy="indices", indices=[0, 10]), train)
     assert "10" in str(info.value)
 
 
 def test_label_without_rows_is_empty_error(params, train):
     with pytest.raises(UserError, match="empty"):
-        select(with_forget(params, strategy="label", label=7), train)
+        choose(with_forget(params, strategy="label", label=7), train)
 
 
 def test_injected_without_injected_rows_is_empty_error(params, train):
     train["injected"][:] = -1
     with pytest.raises(UserError, match="empty"):
-        select(with_forget(params, strategy="injected"), train)
+        choose(with_forget(params, strategy="injected"), train)
 
 
 def test_selecting_every_row_is_an_error(params, train):
     with pytest.raises(UserError, match="retain set"):
-        select(with_forget(params, strategy="indices", indices=list(range(10))), train)
+        choose(with_forget(params, strategy="indices", indices=list(range(10))), train)
     train["labels"][:] = 4
     with pytest.raises(UserError, match="retain set"):
-        select(with_forget(params, strategy="label", label=4), train)
+        choose(with_forget(params, strategy="label", label=4), train)
 
 
 def test_files_strategy_selects_rows_by_name(params, train):
-    assert select(with_forget(params, strategy="files", files=["tshirt"]), train).rows.tolist() == [7, 8, 9]
-    rows = select(with_forget(params, strategy="files", files=["img-5", "img-1", "img-5"]), train).rows
+    assert choose(with_forget(params, strategy="files", files=["tshirt"]), train).rows.tolist() == [7, 8, 9]
+    rows = choose(with_forget(params, strategy="files", files=["img-5", "img-1", "img-5"]), train).rows
     assert rows.tolist() == [1, 5]
-    rows = select(with_forget(params, strategy="files", files=["img-0", "tshirt"]), train).rows
+    rows = choose(with_forget(params, strategy="files", files=["img-0", "tshirt"]), train).rows
     assert rows.tolist() == [0, 7, 8, 9]
 
 
 def test_files_strategy_unknown_name_names_key(params, train):
     with pytest.raises(UserError, match=r"forget\.files") as info:
-        select(with_forget(params, strategy="files", files=["img-2", "no-such-image.png"]), train)
+        choose(with_forget(params, strategy="files", files=["img-2", "no-such-image.png"]), train)
     assert "no-such-image.png" in str(info.value)
 
 
@@ -150,28 +151,28 @@ def random_params(params, k, seed):
 @pytest.mark.parametrize("k", [1, 3, 11])
 def test_random_selects_k_distinct_images_with_all_copies(params, with_copies, k):
     images = with_copies["images"]
-    selection = select(random_params(params, k, 0), with_copies)
-    rows = selection.rows.tolist()
+    choice = choose(random_params(params, k, 0), with_copies)
+    rows = choice.rows.tolist()
     assert rows == sorted(set(rows))
     assert len({images[r].tobytes() for r in rows}) == k
     assert rows == copies_of(images, rows)  # every identical copy, nothing else
     # one evidence line per distinct image, naming its first row
     of, first = distinct_of(images)
-    assert sorted(e["row"] for e in selection.evidence) == sorted(first[np.unique(of[rows])].tolist())
+    assert sorted(e["row"] for e in choice.evidence) == sorted(first[np.unique(of[rows])].tolist())
 
 
 def test_random_is_seeded(params, with_copies):
-    once = select(random_params(params, 4, 7), with_copies).rows
-    again = select(random_params(params, 4, 7), with_copies).rows
+    once = choose(random_params(params, 4, 7), with_copies).rows
+    again = choose(random_params(params, 4, 7), with_copies).rows
     np.testing.assert_array_equal(once, again)
-    others = {tuple(select(random_params(params, 4, seed), with_copies).rows.tolist()) for seed in range(8)}
+    others = {tuple(choose(random_params(params, 4, seed), with_copies).rows.tolist()) for seed in range(8)}
     assert len(others) > 1
 
 
 def test_random_k_at_least_distinct_images_names_key(params, with_copies):
     for k in (12, 13):  # 12 distinct images among 17 rows
         with pytest.raises(UserError, match=r"forget\.random\.k"):
-            select(random_params(params, k, 0), with_copies)
+            choose(random_params(params, k, 0), with_copies)
 
 
 # ---------------------------------------------------------------- memorized
@@ -217,10 +218,10 @@ def test_memorized_selects_the_reproduced_image_and_its_copies(params, mem_train
     samples = samples[rng.permutation(10)]
     ref = reference_memorized(images, samples, 0.5)
     assert list(ref) == [4] and len(ref[4][0]) == 4  # the plant is what it should be
-    selection = select(memorized_params(params), mem_train, samples)
-    assert selection.rows.tolist() == [4, 30, 31]
-    assert len(selection.evidence) == 1
-    e = selection.evidence[0]
+    choice = choose(memorized_params(params), mem_train, samples)
+    assert choice.rows.tolist() == [4, 30, 31]
+    assert len(choice.evidence) == 1
+    e = choice.evidence[0]
     which, dist, d_nn = ref[4]
     assert e["row"] == 4 and e["reproductions"] == 4
     assert e["closest"] == pytest.approx(dist.min(), abs=1e-4)
@@ -228,8 +229,8 @@ def test_memorized_selects_the_reproduced_image_and_its_copies(params, mem_train
     assert e["nearest_other_image"] == pytest.approx(d_nn, abs=1e-4)
     assert e["threshold"] == pytest.approx(0.5 * d_nn, abs=1e-4)
     # the reproducing samples, closest first
-    assert len(selection.reproductions) == 1
-    assert selection.reproductions[0].tolist() == which[np.argsort(dist, kind="stable")].tolist()
+    assert len(choice.reproductions) == 1
+    assert choice.reproductions[0].tolist() == which[np.argsort(dist, kind="stable")].tolist()
 
 
 def test_memorized_ranks_by_reproductions(params, mem_train, rng):
@@ -238,33 +239,33 @@ def test_memorized_ranks_by_reproductions(params, mem_train, rng):
                               noisy_copies(images[17], 5, rng), noisy_copies(images[9], 1, rng)])
     ref = reference_memorized(images, samples, 0.5)
     assert {r: len(s[0]) for r, s in ref.items()} == {2: 3, 17: 5, 9: 1}
-    selection = select_memorized(MEMORIZED, images, samples)
-    assert [e["row"] for e in selection.evidence] == [17, 2, 9]
-    assert [e["reproductions"] for e in selection.evidence] == [5, 3, 1]
-    assert selection.rows.tolist() == [2, 9, 17]
-    for e, which in zip(selection.evidence, selection.reproductions):
+    choice = choose_memorized(MEMORIZED, images, samples)
+    assert [e["row"] for e in choice.evidence] == [17, 2, 9]
+    assert [e["reproductions"] for e in choice.evidence] == [5, 3, 1]
+    assert choice.rows.tolist() == [2, 9, 17]
+    for e, which in zip(choice.evidence, choice.reproductions):
         assert sorted(which.tolist()) == sorted(ref[e["row"]][0].tolist())
         assert e["closest"] == pytest.approx(ref[e["row"]][1].min(), abs=1e-4)
     # min_count leaves out images reproduced fewer times
-    selection = select_memorized({**MEMORIZED, "min_count": 3}, images, samples)
-    assert [e["row"] for e in selection.evidence] == [17, 2] and selection.rows.tolist() == [2, 17]
-    selection = select_memorized({**MEMORIZED, "min_count": 4}, images, samples)
-    assert [e["row"] for e in selection.evidence] == [17] and selection.rows.tolist() == [17]
+    choice = choose_memorized({**MEMORIZED, "min_count": 3}, images, samples)
+    assert [e["row"] for e in choice.evidence] == [17, 2] and choice.rows.tolist() == [2, 17]
+    choice = choose_memorized({**MEMORIZED, "min_count": 4}, images, samples)
+    assert [e["row"] for e in choice.evidence] == [17] and choice.rows.tolist() == [17]
     # max_images keeps the most reproduced
-    selection = select_memorized({**MEMORIZED, "max_images": 2}, images, samples)
-    assert [e["row"] for e in selection.evidence] == [17, 2] and selection.rows.tolist() == [2, 17]
-    assert len(selection.reproductions) == 2
-    selection = select(memorized_params(params, max_images=1), mem_train, samples)
-    assert selection.rows.tolist() == [17]
+    choice = choose_memorized({**MEMORIZED, "max_images": 2}, images, samples)
+    assert [e["row"] for e in choice.evidence] == [17, 2] and choice.rows.tolist() == [2, 17]
+    assert len(choice.reproductions) == 2
+    choice = choose(memorized_params(params, max_images=1), mem_train, samples)
+    assert choice.rows.tolist() == [17]
 
 
 def test_memorized_takes_identical_copies_of_a_reproduced_image(params, mem_train, rng):
     images = mem_train["images"]
     samples = np.concatenate([noisy_copies(images[31], 3, rng), noisy_copies(images[0], 2, rng)])
-    selection = select(memorized_params(params), mem_train, samples)
-    assert [e["row"] for e in selection.evidence] == [4, 0]  # a copy's group is named by its first row
-    assert selection.evidence[0]["reproductions"] == 3
-    assert selection.rows.tolist() == [0, 4, 30, 31]
+    choice = choose(memorized_params(params), mem_train, samples)
+    assert [e["row"] for e in choice.evidence] == [4, 0]  # a copy's group is named by its first row
+    assert choice.evidence[0]["reproductions"] == 3
+    assert choice.rows.tolist() == [0, 4, 30, 31]
 
 
 def test_memorized_threshold_is_relative_to_nearest_neighbour(params, mem_train, rng):
@@ -279,24 +280,24 @@ def test_memorized_threshold_is_relative_to_nearest_neighbour(params, mem_train,
     near = (x[4] + 0.4 * d_nn * direction).reshape(1, 1, 8, 8).astype(np.float32)
     far = (x[4] + 0.6 * d_nn * direction).reshape(1, 1, 8, 8).astype(np.float32)
     assert distances(far.reshape(1, -1), x).argmin() == 4
-    assert select_memorized(MEMORIZED, images, near).rows.tolist() == [4, 30, 31]
-    assert len(select_memorized(MEMORIZED, images, far).rows) == 0
-    assert select_memorized({**MEMORIZED, "threshold": 0.7}, images, far).rows.tolist() == [4, 30, 31]
+    assert choose_memorized(MEMORIZED, images, near).rows.tolist() == [4, 30, 31]
+    assert len(choose_memorized(MEMORIZED, images, far).rows) == 0
+    assert choose_memorized({**MEMORIZED, "threshold": 0.7}, images, far).rows.tolist() == [4, 30, 31]
 
 
 def test_memorized_without_reproductions_is_empty(params, mem_train, rng):
     samples = rng.random((12, 1, 8, 8), dtype=np.float32)
     assert reference_memorized(mem_train["images"], samples, 0.5) == {}
-    selection = select_memorized(MEMORIZED, mem_train["images"], samples)
-    assert len(selection.rows) == 0 and selection.evidence == [] and selection.reproductions == []
+    choice = choose_memorized(MEMORIZED, mem_train["images"], samples)
+    assert len(choice.rows) == 0 and choice.evidence == [] and choice.reproductions == []
     with pytest.raises(UserError, match="empty"):
-        select(memorized_params(params), mem_train, samples)
+        choose(memorized_params(params), mem_train, samples)
 
 
 def test_memorized_needs_two_distinct_images(rng):
     images = np.repeat(random_images(rng, 1), 3, axis=0)
     with pytest.raises(UserError, match="two distinct"):
-        select_memorized(MEMORIZED, images, noisy_copies(images[0], 2, rng))
+        choose_memorized(MEMORIZED, images, noisy_copies(images[0], 2, rng))
 
 
 # ---------------------------------------------------------------- duplicated
@@ -354,12 +355,12 @@ def test_duplicated_finds_planted_clusters(params, dup_train):
     ref = reference_clusters(images, DUPLICATED["threshold"])
     multi = {rows: n for rows, n in ref.items() if len(rows) > 1}
     assert multi == {frozenset(CLUSTERS["A"]): 3, frozenset(CLUSTERS["B"]): 1, frozenset(CLUSTERS["C"]): 2}
-    selection = select(dup_params(params), dup_train)
-    assert selection.rows.tolist() == sorted(CLUSTERS["A"] + CLUSTERS["B"] + CLUSTERS["C"])
-    assert selection.reproductions == []
+    choice = choose(dup_params(params), dup_train)
+    assert choice.rows.tolist() == sorted(CLUSTERS["A"] + CLUSTERS["B"] + CLUSTERS["C"])
+    assert choice.reproductions == []
     # evidence: one line per distinct image, clusters largest first (rows, counting identical copies)
     by_cluster = {}
-    for e in selection.evidence:
+    for e in choice.evidence:
         by_cluster.setdefault(e["cluster"], []).append(e)
     assert sorted(by_cluster) == [0, 1, 2]
     assert sorted(e["row"] for e in by_cluster[0]) == [7]
@@ -367,21 +368,21 @@ def test_duplicated_finds_planted_clusters(params, dup_train):
     assert sorted(e["row"] for e in by_cluster[2]) == [18, 27]
     for c, (rows, images_in) in enumerate([(4, 1), (3, 3), (2, 2)]):
         assert all(e["cluster_rows"] == rows and e["cluster_images"] == images_in for e in by_cluster[c])
-    assert [e["cluster"] for e in selection.evidence] == sorted(e["cluster"] for e in selection.evidence)
+    assert [e["cluster"] for e in choice.evidence] == sorted(e["cluster"] for e in choice.evidence)
 
 
 def test_duplicated_min_size_and_max_clusters(params, dup_train):
-    rows = select(dup_params(params, min_size=3), dup_train).rows
+    rows = choose(dup_params(params, min_size=3), dup_train).rows
     assert rows.tolist() == sorted(CLUSTERS["A"] + CLUSTERS["B"])
-    rows = select(dup_params(params, min_size=4), dup_train).rows
+    rows = choose(dup_params(params, min_size=4), dup_train).rows
     assert rows.tolist() == CLUSTERS["B"]
-    selection = select(dup_params(params, max_clusters=2), dup_train)
-    assert selection.rows.tolist() == sorted(CLUSTERS["A"] + CLUSTERS["B"])
-    assert {e["cluster"] for e in selection.evidence} == {0, 1}
-    rows = select(dup_params(params, max_clusters=1), dup_train).rows
+    choice = choose(dup_params(params, max_clusters=2), dup_train)
+    assert choice.rows.tolist() == sorted(CLUSTERS["A"] + CLUSTERS["B"])
+    assert {e["cluster"] for e in choice.evidence} == {0, 1}
+    rows = choose(dup_params(params, max_clusters=1), dup_train).rows
     assert rows.tolist() == CLUSTERS["B"]
     with pytest.raises(UserError, match="empty"):
-        select(dup_params(params, min_size=5), dup_train)
+        choose(dup_params(params, min_size=5), dup_train)
 
 
 def test_duplicated_threshold_scales_the_radius(params, dup_train):
@@ -389,9 +390,9 @@ def test_duplicated_threshold_scales_the_radius(params, dup_train):
     images = dup_train["images"]
     assert len(reference_clusters(images, 100.0)) == 1
     with pytest.raises(UserError, match="retain set"):
-        select(dup_params(params, threshold=100.0), dup_train)
+        choose(dup_params(params, threshold=100.0), dup_train)
     # a radius below every planted distance leaves only the identical copies
-    assert select(dup_params(params, threshold=1e-4), dup_train).rows.tolist() == CLUSTERS["B"]
+    assert choose(dup_params(params, threshold=1e-4), dup_train).rows.tolist() == CLUSTERS["B"]
 
 
 # ---------------------------------------------------------------- grouping and R = X \ A
@@ -562,7 +563,7 @@ def test_forget_cli_memorized_writes_evidence(tmp_path, params, rng, monkeypatch
 def test_forget_of_a_per_image_run_is_one_image_with_its_copies(rng):
     """Distinct forget images in row order: row 2 (image 0), rows 5+8 (image 1, identical copies),
     row 6 (image 2); groups as group_identical numbers them (by content, not by row)."""
-    from pipeline.data import forget_of
+    from pipeline.data.training_set import forget_of
 
     images = rng.integers(0, 256, size=(10, 1, 4, 4), dtype=np.uint8)
     images[8] = images[5]

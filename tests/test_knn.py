@@ -8,16 +8,16 @@ import pytest
 import yaml
 
 from pipeline.artifacts import load_npz, save_npz
-from pipeline.config import UserError
-from pipeline.knn import (
+from pipeline.errors import UserError
+from pipeline.search.neighbours import (
     ApproximateIndex,
     exact_search,
-    main,
     nearest_other,
     range_pairs,
     recall_at_k,
     temporary_vectors,
 )
+from pipeline.stages.knn import main
 
 
 def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:

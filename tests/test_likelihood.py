@@ -17,8 +17,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from pipeline.config import UserError
-from pipeline.likelihood import ProbabilityFlowNLL
+from pipeline.errors import UserError
+from pipeline.evaluation.likelihood import ProbabilityFlowNLL
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pipeline import methods
-from pipeline.methods import (
-    REGISTRY,
+from pipeline.methods.contract import Batch
+from pipeline.methods.losses import (
     SISS,
     DDPMLoss,
     EraseDiff,
@@ -14,10 +14,10 @@ from pipeline.methods import (
     NegGrad,
     ReTrack,
     SISSNoIS,
-    make_method,
     rescaled_difference,
 )
-from pipeline.training import Batch, BatchSource, step_direction, train
+from pipeline.methods.registry import REGISTRY, make_method
+from pipeline.training.loop import BatchSource, step_direction, train
 from tests.conftest import alpha_bar
 
 

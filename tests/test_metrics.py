@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.copydetect import Embedding
-from pipeline.metrics import copy_detection, cost, evaluate_samples, main, nn_memorization, reproduction, thresholds
+from pipeline.evaluation.copydetect import Embedding
+from pipeline.evaluation.metrics import (
+    copy_detection,
+    cost,
+    evaluate_samples,
+    nn_memorization,
+    reproduction,
+    thresholds,
+)
+from pipeline.stages.metrics import main
 
 
 def planted(rng, centre, distance, n):

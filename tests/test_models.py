@@ -9,8 +9,7 @@ import yaml
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
 from pipeline import pretrain
-from pipeline.config import UserError
-from pipeline.models import (
+from pipeline.diffusion.models import (
     build_unet,
     check_matches_data,
     compute_settings,
@@ -20,6 +19,7 @@ from pipeline.models import (
     save_model,
     standard_layout,
 )
+from pipeline.errors import UserError
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 

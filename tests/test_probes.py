@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.probes import denoising_losses, membership_auc, probe_timesteps, reconstruct
+from pipeline.evaluation.probes import denoising_losses, membership_auc, probe_timesteps, reconstruct
 from tests.conftest import alpha_bar
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

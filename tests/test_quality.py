@@ -7,9 +7,9 @@ import scipy.linalg
 import scipy.special
 import torch
 
-from pipeline.classifier import DigitClassifier
-from pipeline.config import UserError
-from pipeline.quality import (
+from pipeline.errors import UserError
+from pipeline.evaluation.classifier import DigitClassifier
+from pipeline.evaluation.quality import (
     INCEPTION_WEIGHTS,
     ClassifierFeatures,
     ClassifierLogits,

@@ -9,17 +9,9 @@ import pytest
 import yaml
 
 from pipeline.artifacts import save_json, save_npz, save_text, to_csv
-from pipeline.report import (
-    deletion_step,
-    image_index,
-    main,
-    mean_std,
-    model_method,
-    row,
-    summary,
-    sweep_figure,
-    sweep_grids,
-)
+from pipeline.report.figures import sweep_figure
+from pipeline.report.tables import deletion_step, image_index, mean_std, model_method, row, summary, sweep_grids
+from pipeline.stages.report import main
 from tests.conftest import TINY
 
 

@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 
 from pipeline import pretrain, unlearn
 from pipeline.artifacts import save_npz
-from pipeline.methods import DDPMLoss, ReTrack
-from pipeline.models import build_unet, save_model
-from pipeline.training import STATE, BatchSource, resume_dir, train
+from pipeline.diffusion.models import build_unet, save_model
+from pipeline.methods.losses import DDPMLoss, ReTrack
+from pipeline.training.loop import BatchSource, train
+from pipeline.training.resume import STATE, resume_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 8, 3  # states after steps 3 and 6

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from pipeline.sampling import ancestral_steps, sample
+from pipeline.diffusion.sampler import ancestral_steps, sample
 
 # torch.compile's CPU backend (inductor) builds C++ with $CXX, else g++
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.methods import DDPMLoss, ReTrack
-from pipeline.models import build_unet, load_model, save_model
-from pipeline.training import STATE, BatchSource, step_direction, train
+from pipeline.diffusion.models import build_unet, load_model, save_model
+from pipeline.methods.losses import DDPMLoss, ReTrack
+from pipeline.training.loop import BatchSource, step_direction, train
+from pipeline.training.resume import STATE
 
 
 def tiny_source(rng, n=40, forget=6):

@@ -17,7 +17,7 @@ import yaml
 from diffusers import DDPMPipeline
 from PIL import Image
 
-from pipeline.config import load_params
+from pipeline.params.validation import load_params
 from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.workflow
@@ -120,7 +120,7 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
                 "data/forget.png", "samples/pretrained.png"]:
         assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cell = json.loads((w / "models/siss+t0-499+r2-s0/unlearn.json").read_text())
-    assert cell["selection"] == {"window": [0, 499], "soft": None, "radius": 2, "radius_at_T": None}
+    assert cell["forget_filter"] == {"window": [0, 499], "soft": None, "radius": 2, "radius_at_T": None}
     for name in models[2:4]:
         assert json.loads((w / f"diagnostics/{name}.json").read_text())["buckets"][1]["t_range"] == [500, 999]
     for png in ["report/sweep.png", "diagnostics/retrack-s0.png"]:

@@ -1,0 +1,132 @@
+"""The training set X = base images + injected forget images, the held-out images, and the
+forget set's rows in X.
+
+Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for injected rows);
+``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows; ``names``
+str, what a deletion request names: ``mnist-train-00042`` (the row of the 60,000 MNIST training
+digits; ``cifar10-train-00042`` for a torchvision data set, its name lowercased), the path
+relative to the folder, or the ``data.inject`` entry's ``image``.
+
+Output ``heldout.npz`` (``images``, ``labels``, ``names``): ``data.heldout`` images of the same
+source that the models never see: test images (``mnist-test-01234``), or images drawn (seeded)
+from the folder before the training subset is, never one that ``forget.files`` names. They are
+the digit classifier's test set and the non-members of the membership inference attack
+(:mod:`pipeline.evaluation.probes`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import load_npz
+from pipeline.data.sources import folder_images, forget_image, raw_split, resize_images
+from pipeline.errors import UserError
+from pipeline.params.runs import REFERENCE_MODELS, Run
+
+
+def split_heldout(params: dict, base: Path | None) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The base images a training set may draw from, and ``data.heldout`` held-out images, each as
+    (images, labels, names): the training and (seeded choice of) test images of MNIST or of a
+    torchvision data set, or a seeded split of the folder that holds out no image ``forget.files``
+    names (it is to be forgotten, so it must be trained on)."""
+    cfg = params["data"]
+    res, ch, n = cfg["resolution"], cfg["channels"], cfg["heldout"]
+    rng = np.random.default_rng(cfg["seed"] + 1)
+    source = cfg["source"]
+    if source["kind"] != "folder":
+        name = "MNIST" if source["kind"] == "mnist" else source["dataset"]
+        test_images, test_labels = raw_split(params, base, "test")
+        if n > len(test_images):
+            raise UserError(f"data.heldout: {n} held-out images requested, but {name} has {len(test_images)} "
+                            "test images")
+        keep = np.sort(rng.choice(len(test_images), n, replace=False))
+        heldout = (resize_images(test_images[keep], res, ch), test_labels[keep],
+                   np.array([f"{name.lower()}-test-{i:05d}" for i in keep]))
+        images, labels = raw_split(params, base, "train")
+        names = np.array([f"{name.lower()}-train-{i:05d}" for i in range(len(images))])
+        return (resize_images(images, res, ch), labels, names), heldout
+    images, labels, names = folder_images(base, res, ch)
+    forget = params["forget"]
+    free = np.flatnonzero(~np.isin(names, forget["files"] if forget["strategy"] == "files" else []))
+    if n >= len(images) or n > len(free):
+        named = f", {len(images) - len(free)} of them named in forget.files" if len(free) < len(images) else ""
+        raise UserError(f"data.heldout: {n} held-out images requested, but {base} has only {len(images)} images"
+                        f"{named}; the rest must be left to train on")
+    out = np.zeros(len(images), dtype=bool)
+    out[rng.choice(free, n, replace=False)] = True
+    return (images[~out], labels[~out], names[~out]), (images[out], labels[out], names[out])
+
+
+def build_training_set(params: dict, base: Path | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The training set, base images (a seeded subset of ``limit``) followed by each injected
+    image's copies, and the held-out set (:func:`split_heldout`).
+
+    ``base`` is the output of ``fetch`` for ``data.source.kind: mnist``, the image folder
+    (``data.source.path``) for ``folder``, unused for ``torchvision`` (``data.torchvision.root``).
+    The forget images are read first, so that a bad ``data.inject`` stops the stage at once.
+    """
+    cfg = params["data"]
+    res, ch = cfg["resolution"], cfg["channels"]
+    forget = [forget_image(item["image"], res, ch, cfg.get("torchvision")) for item in cfg["inject"]]
+    (images, labels, names), heldout = split_heldout(params, base)
+    limit = cfg["source"].get("limit")
+    rng = np.random.default_rng(cfg["seed"])
+    if limit and limit < len(images):
+        keep = np.sort(rng.choice(len(images), limit, replace=False))
+        images, labels, names = images[keep], labels[keep], names[keep]
+    injected = np.full(len(images), -1, dtype=np.int64)
+    parts, part_labels, part_injected, part_names = [images], [labels], [injected], [names.astype(str)]
+    for i, (item, image) in enumerate(zip(cfg["inject"], forget)):
+        parts.append(np.repeat(image[None], item["copies"], axis=0))
+        part_labels.append(np.full(item["copies"], -1, dtype=np.int64))
+        part_injected.append(np.full(item["copies"], i, dtype=np.int64))
+        part_names.append(np.full(item["copies"], item["image"]))
+    train = {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
+             "injected": np.concatenate(part_injected), "names": np.concatenate(part_names)}
+    return train, dict(zip(("images", "labels", "names"), heldout))
+
+
+def load_training_set(path: str | Path) -> dict[str, np.ndarray]:
+    return load_npz(path, ("images", "labels", "injected", "names"))
+
+
+def group_identical(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each image, the index of its group of byte-identical images, and one member per group."""
+    flat = images.reshape(len(images), -1)
+    _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    return group.reshape(-1), first
+
+
+def load_heldout_set(path: str | Path) -> dict[str, np.ndarray]:
+    return load_npz(path, ("images", "labels", "names"))
+
+
+def load_forget_set(path) -> dict[str, np.ndarray]:
+    """The forget set A written by the select_forget stage (:mod:`pipeline.forget`)."""
+    return load_npz(path, ("rows", "group", "distinct"))
+
+
+def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
+    """R = X \\ A as rows of X."""
+    return np.setdiff1d(np.arange(n), forget_rows)
+
+
+def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, dict | None]:
+    """The forget set that ``model`` unlearns and is judged on, with its neighbours from the knn
+    stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.config.Run`) the ``image``-th
+    distinct forget image in row order with its identical copies, so that its retain set is
+    everything else, the other forget images included; for every other model the whole set."""
+    image = None if model in REFERENCE_MODELS else Run.parse(model).image
+    if image is None:
+        return forget, knn
+    order = np.argsort(forget["distinct"])
+    if image >= len(order):
+        raise UserError(f"{model}: forget image {image} asked for, but the forget set has {len(order)} distinct "
+                        "images (identical images merge into one; experiment.per_image counts them from params)")
+    group = order[image]
+    copies = forget["group"] == group
+    one = {"rows": forget["rows"][copies], "group": np.zeros(int(copies.sum()), dtype=np.int64),
+           "distinct": forget["distinct"][[group]]}
+    return one, None if knn is None else {key: value[[group]] for key, value in knn.items()}

@@ -1,0 +1,55 @@
+"""Stage classifier: a small digit classifier trained on the retain set, for FID and IS.
+
+The MNIST T-shirt protocol of SISS (Alberti et al. 2025) and ReTrack scores the quality of MNIST
+samples with an MNIST digit classifier instead of Inception v3, which was trained on natural RGB
+photographs: FID on the classifier's penultimate features and IS on its logits
+(:mod:`pipeline.evaluation.quality`). Its features are also the copy-detection embedding when no SSCD model
+is given (:mod:`pipeline.evaluation.copydetect`).
+
+The classifier is trained on the labelled retain images only (forget rows, and injected rows,
+whose label is -1, are left out), so nothing of the forget set shapes the figures that judge
+forgetting, and it is tested on the held-out images (``data.heldout``), which no model ever sees.
+
+Outputs: ``models/classifier.pt`` (``torch.save`` of ``{"state_dict", "config": {"channels",
+"classes"}}``, read back by :func:`load_classifier`) and ``metrics/classifier.json`` (test accuracy,
+image counts, steps, wall time).
+"""
+
+from __future__ import annotations
+
+import time
+
+from pipeline.artifacts import save_json, setup_logging
+from pipeline.data.training_set import load_forget_set, load_heldout_set, load_training_set
+from pipeline.diffusion.models import device
+from pipeline.evaluation.classifier import heldout_accuracy, labelled_retain, save_classifier, train_classifier
+from pipeline.params.validation import load_params
+from pipeline.stages.command import cli, stage_args
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "data", "forget", "heldout", "out", "metrics-out")
+    cfg = load_params(args.params)["metrics"]["classifier"]
+    train, forget, heldout = load_training_set(args.data), load_forget_set(args.forget), load_heldout_set(args.heldout)
+    images, labels = labelled_retain(train, forget)
+    log = setup_logging(args.log)
+    classes = int(max(labels.max(), heldout["labels"].max())) + 1
+    start = time.perf_counter()
+    model = train_classifier(images, labels, cfg, log, classes, device())
+    wall = time.perf_counter() - start
+    report = heldout_accuracy(model, heldout)
+    save_classifier(args.out, model.cpu())
+    save_json(args.metrics_out, {
+        **report, "n_train": len(images), "classes": classes,
+        "classes_without_training_images": sorted(set(range(classes)) - set(labels.tolist())),
+        "steps": cfg["steps"], "wall_time_s": round(wall, 2)})
+    if report["test_accuracy"] is None:
+        log.info("classifier: no test accuracy, %s", report["reason"])
+    else:
+        log.info("classifier: test accuracy %.2f %% on %d held-out images", 100 * report["test_accuracy"],
+                 report["n_test"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+r"""Stage forget_set: which rows of the training set X form the forget set A; R = X \ A.
+
+Strategies (``forget.strategy``), as deletion requests arrive:
+
+- ``injected``: every injected copy (the benchmark setting);
+- ``label``: every row with a label; ``indices``: rows of X; ``files``: images by name (see
+  :mod:`pipeline.data.training_set`: ``mnist-train-00042``, a path relative to the image folder, ``tshirt``).
+  These select exactly the rows asked for; identical copies left in R are logged as a warning;
+- ``random``: ``k`` distinct images drawn with ``seed``;
+- ``memorized``: what the pretrained model leaks. Draw M samples from it, find each sample's
+  nearest distinct training image x (exact L2 in [0, 1] pixel space), and count the sample as a
+  reproduction of x when ``d(sample, x) < threshold * d_NN(x)``, where d_NN(x) is the distance
+  from x to its nearest other distinct training image: a copy is much closer to x than x's own
+  neighbours are. Images reproduced at least ``min_count`` times are selected, most reproduced
+  first, at most ``max_images`` (Carlini et al. 2023, "Extracting training data from diffusion
+  models", use the same search-and-compare with a data-relative distance);
+- ``duplicated``: clusters of near-duplicates: connected components of the graph linking distinct
+  images closer than ``threshold * median d_NN`` (faiss range search), a cluster's size counting
+  identical copies; clusters of at least ``min_size`` rows are selected, largest first, at most
+  ``max_clusters``. Duplication is what drives memorization (Carlini et al. 2023; Somepalli et al.
+  2023).
+
+``random``, ``memorized`` and ``duplicated`` select distinct images and take every identical copy.
+
+Outputs: ``forget.npz`` with ``rows`` (rows of X in A), ``group`` (for each row of A, which
+distinct image it is: identical copies share one group) and ``distinct`` (one row of X per group);
+a selection table (CSV, one line per selected distinct image: its row, name, label, copies and the
+strategy's evidence); and a PNG of the selected images, for ``memorized`` each one beside the
+samples that reproduced it (closest first).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.artifacts import save_npz, save_text, setup_logging
+from pipeline.data.forget_sets import choose, save_figure, table
+from pipeline.data.training_set import group_identical, load_training_set
+from pipeline.diffusion.models import compute_settings, device, load_model
+from pipeline.diffusion.sampler import sample
+from pipeline.errors import UserError
+from pipeline.params.validation import load_params
+from pipeline.stages.command import cli, stage_args
+
+
+def memorization_samples(params: dict, model: str | None) -> np.ndarray | None:
+    """M samples from the pretrained model for ``memorized`` (None for other strategies)."""
+    if params["forget"]["strategy"] != "memorized":
+        return None
+    if model is None:
+        raise UserError("forget.strategy 'memorized' needs the pretrained model (--model)")
+    cfg = params["forget"]["memorized"]
+    unet, scheduler = load_model(model)
+    return sample(unet.to(device()).eval(), scheduler, cfg["samples"], cfg["steps"], cfg["batch_size"], cfg["seed"],
+                  **compute_settings(params))
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "data", "out", "table", "png", optional=("model",))
+    params = load_params(args.params)
+    log = setup_logging(args.log)
+    train = load_training_set(args.data)
+    samples = memorization_samples(params, args.model)
+    choice = choose(params, train, samples)
+    rows = choice.rows
+    group, first = group_identical(train["images"][rows])
+    distinct = rows[first]
+    save_npz(args.out, rows=rows, group=group, distinct=distinct)
+    save_text(args.table, table(choice, train, group, distinct))
+    save_figure(args.png, choice, train["images"], distinct, samples)
+    every_group, _ = group_identical(train["images"])
+    left = int(np.isin(every_group, every_group[rows]).sum()) - len(rows)
+    if left:
+        log.warning("%d identical copies of the forget images stay in the retain set", left)
+    log.info("forget set: %d rows, %d distinct images; retain set: %d rows",
+             len(rows), len(distinct), len(train["images"]) - len(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Stage trajectory: forgetting and quality over the steps of an unlearning run.
+
+For a run, each checkpoint that ``checkpoint_every`` left under ``checkpoints/step-NNNNNN/`` and
+the final model; for the pretrained model, step 0 alone. Each gets ``metrics.trajectory.samples``
+samples, drawn as the sample stage draws them (``sampling.steps``, the same seed, so every point
+starts from the same noise), and the forget reproduction and quality of :mod:`pipeline.evaluation.metrics`.
+The report draws these as report/steps.png and takes the deletion step from them: the first step
+from which forget reproduction stays at or below ``metrics.trajectory.deleted_rate``.
+
+Output: a CSV with step, forget_reproduction_pct, forget_reproduced, n_samples, fid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.artifacts import save_text, setup_logging, to_csv
+from pipeline.data.training_set import forget_of, load_forget_set, load_training_set
+from pipeline.evaluation.classifier import load_classifier
+from pipeline.evaluation.quality import check_setup
+from pipeline.evaluation.trajectory import trajectory
+from pipeline.params.validation import load_params
+from pipeline.stages.command import cli, stage_args
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "model", "model-name", "data", "forget", "out", optional=("classifier",))
+    params = load_params(args.params)
+    check_setup(params["metrics"]["quality"], has_classifier=bool(args.classifier))
+    log = setup_logging(args.log)
+    classifier = load_classifier(args.classifier) if args.classifier else None
+    forget, _ = forget_of(args.model_name, load_forget_set(args.forget))
+    rows = trajectory(params, Path(args.model), load_training_set(args.data), forget, classifier)
+    save_text(args.out, to_csv(rows))
+    log.info("%s: forget reproduction over steps %s", args.model,
+             ", ".join(f"{r['step']}: {r['forget_reproduction_pct']} %" for r in rows))
+
+
+if __name__ == "__main__":
+    main()

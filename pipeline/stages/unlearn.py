@@ -1,0 +1,102 @@
+"""Stage unlearn: one run of one method with one seed, from the pretrained model.
+
+The run is named as its model directory (:class:`pipeline.config.Run`: ``retrack-s0``, a cell
+of the time/frequency sweep, ``retrack+t250-750+r4-s0``, or with ``experiment.per_image`` a run
+that unlearns forget image 3 alone, ``retrack-s0-i3``: its forget set is that image's copies and its
+retain set everything else, :func:`pipeline.data.forget_of`). The method
+(``pipeline.methods.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
+a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
+through the one training loop of
+:mod:`pipeline.training` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
+with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time),
+``cost.json`` (wall time, steps, peak memory: :func:`pipeline.diffusion.models.cost_record`) and, with
+``checkpoint_every: k``, a DDPMPipeline under ``checkpoints/step-NNNNNN/`` every k steps.
+
+Resuming: the run keeps a resumable state every ``compute.resume_every`` steps under
+``resume/<out>`` (:func:`pipeline.training.resume.resume_dir`), outside the output, and writes its
+checkpoints there too (``resume/<out>/checkpoints/``), so that a killed job's rerun, continuing from
+the last state, still has the checkpoints taken before it (each is saved before the state of its
+step). They are moved into the output when it is written, and the directory is then removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from pipeline.artifacts import atomic_path, setup_logging
+from pipeline.data.training_set import forget_of, load_forget_set, load_training_set, retain_rows
+from pipeline.diffusion.models import (
+    check_matches_data,
+    compute_settings,
+    cost_record,
+    device,
+    load_model,
+    scheduler_settings,
+    write_model,
+)
+from pipeline.errors import UserError
+from pipeline.methods.contract import ForgetTermMethod
+from pipeline.methods.registry import make_method
+from pipeline.params.runs import Run, runs
+from pipeline.params.validation import load_params
+from pipeline.search.neighbours import load_knn
+from pipeline.stages.command import cli, stage_args
+from pipeline.training.loop import BatchSource, train
+from pipeline.training.resume import resume_dir
+
+
+def save_run(path: str, unet, scheduler, staged: Path, files: dict[str, str]) -> None:
+    """The run's output directory, atomically: the model with its ``files`` and the checkpoints
+    staged under the resume directory, moved in last (after the likelier failures of writing)."""
+    with atomic_path(path, directory=True) as out:
+        write_model(out, unet, scheduler, files)
+        if staged.is_dir():
+            shutil.move(staged, out / "checkpoints")
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "run", "data", "forget", "knn", "model", "out")
+    params = load_params(args.params)
+    run = Run.parse(args.run)
+    if run not in runs(params):
+        raise UserError(f"--run {args.run!r} is not a run of experiment (methods x seeds, or a cell of its sweep)")
+    log = setup_logging(args.log)
+    images = load_training_set(args.data)["images"]
+    forget, knn = forget_of(run.name, load_forget_set(args.forget), load_knn(args.knn))
+    unet, scheduler = load_model(args.model)
+    check_matches_data(unet, params, args.model)
+    cfg = run.hyperparameters(params)
+    method = make_method(run.method, cfg, scheduler)
+    source = BatchSource(images, retain_rows(len(images), forget["rows"]), forget["rows"], forget["group"],
+                         knn["neighbours"])
+    resume, compute = resume_dir(args.out), params["compute"]
+    staged = resume / "checkpoints"
+    key = {"run": run.name, "hyperparameters": cfg, "scheduler": scheduler_settings(scheduler)}
+
+    def checkpoint(step, net):
+        write_model(staged / f"step-{step:06d}", net, scheduler)
+
+    start = time.time()
+    unet, history = train(unet.to(device()), method, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                          lr=cfg["lr"], seed=run.seed, accumulate=cfg.get("accumulate", 1),
+                          **compute_settings(params), checkpoint_every=cfg.get("checkpoint_every", 0),
+                          on_checkpoint=checkpoint, resume=resume, resume_every=compute["resume_every"],
+                          resume_key=key, desc=run.name, log=log)
+    seconds = time.time() - start
+    summary = {"run": run.name, "method": run.method, "seed": run.seed, "image": run.image,
+               "forget_rows": forget["rows"].tolist(), "hyperparameters": cfg,
+               "forget_filter": method.forget_filter.describe() if isinstance(method, ForgetTermMethod) else None,
+               "wall_time_s": round(seconds, 2)}
+    save_run(args.out, unet.cpu(), scheduler, staged,
+             {"train_log.csv": history, "unlearn.json": json.dumps(summary, indent=2) + "\n",
+              "cost.json": json.dumps(cost_record(seconds, cfg["steps"]), indent=2) + "\n"})
+    shutil.rmtree(resume, ignore_errors=True)
+    log.info("%s: %d steps in %.1f s", run.name, cfg["steps"], seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Resuming a training job where it stopped.
+
+With a ``resume`` directory, the training loop keeps its whole state there every
+``resume_every`` steps (``state.pt``: weights, optimizer, learning-rate schedule, EMA, log rows so
+far and the generators' states), and a rerun with the same inputs continues from it, ending with
+the same weights as an uninterrupted run. The stages keep it outside their outputs, under
+``resume/`` (:func:`resume_dir`), and remove it once their output is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+
+from pipeline.artifacts import atomic_path
+
+logger = logging.getLogger("pipeline.training.resume")
+STATE = "state.pt"
+
+
+def digest(*arrays: torch.Tensor | None, key: dict | None = None) -> str:
+    """sha256 of ``key`` (as JSON) and of each tensor's shape and values (``None`` too)."""
+    h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+    for a in arrays:
+        h.update(b"none" if a is None else repr(tuple(a.shape)).encode())
+        if a is not None:
+            h.update(np.ascontiguousarray(a.detach().cpu().float().numpy()))
+    return h.hexdigest()
+
+
+def resume_dir(out: str | Path) -> Path:
+    """Where a stage writing ``out`` keeps its resumable state: ``resume/<out>`` under the working
+    directory (the workflow's), outside every declared output, so that a killed job's rerun finds
+    it (Snakemake deletes the incomplete output, not this). An ``out`` outside the working
+    directory is named by its absolute path there."""
+    out, cwd = Path(os.path.abspath(out)), Path.cwd()
+    return cwd / "resume" / (out.relative_to(cwd) if out.is_relative_to(cwd) else out.relative_to(out.anchor))
+
+
+def load_state(path: Path, key: str) -> dict | None:
+    """The state saved at ``path`` if a run with fingerprint ``key`` saved it, else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+        state = {"key": f"unreadable ({exc})"}
+    if state["key"] != key:
+        logger.warning("%s: saved by a run with other inputs or settings; starting afresh", path)
+        return None
+    return state
+
+
+def save_state(path: Path, key: str, step: int, rows: list[dict], net: torch.nn.Module, optimizer, schedule,
+               ema: EMAModel | None) -> None:
+    """Everything the loop needs to continue after ``step`` exactly as if never stopped, atomically."""
+    state = {"key": key, "step": step, "rows": rows, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+             "schedule": schedule.state_dict(), "ema": None if ema is None else ema.state_dict(),
+             "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resume_from(resume: Path, key: str, net: torch.nn.Module, optimizer, schedule,
+                ema: EMAModel | None) -> tuple[int, list[dict]]:
+    """Load the state a run with fingerprint ``key`` saved under ``resume`` into the loop's objects
+    and torch's generators, and return its step and log rows. Without one, return (0, []) and
+    remove the directory (a stale state, a stale run's staged files) for a fresh start."""
+    state = load_state(resume / STATE, key)
+    if state is None:
+        shutil.rmtree(resume, ignore_errors=True)
+        return 0, []
+    net.load_state_dict(state["net"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+        ema.to(next(net.parameters()).device)
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None:  # the generator of the current device, the one the loop runs on
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    logger.info("resumed from step %d (%s)", state["step"], resume)
+    return state["step"], state["rows"]
