@@ -2,14 +2,15 @@ import json
 import logging
 
 import numpy as np
-import pipeline.classifier as stage
 import pytest
 import torch
 import yaml
 
 from pipeline.artifacts import save_npz
 from pipeline.errors import UserError
+from pipeline.evaluation import classifier
 from pipeline.evaluation.classifier import DigitClassifier, accuracy, load_classifier, save_classifier, train_classifier
+from pipeline.stages import classifier as classifier_stage
 from pipeline.stages.classifier import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,7 +35,7 @@ def test_classifier_shapes_for_any_resolution_and_channels():
     for channels, size in ((1, 8), (1, 16), (3, 32)):
         model = DigitClassifier(channels, 7)
         x = torch.rand(5, channels, size, size)
-        assert model.features(x).shape == (5, stage.FEATURES) and model(x).shape == (5, 7)
+        assert model.features(x).shape == (5, classifier.FEATURES) and model(x).shape == (5, 7)
 
 
 def test_training_separates_patterns(rng):
@@ -102,8 +103,8 @@ def argv(tmp_path):
 
 @pytest.fixture
 def cpu(monkeypatch):
-    """The stage on the CPU, without taking every core (pipeline.models.device would)."""
-    monkeypatch.setattr(stage, "device", lambda: torch.device("cpu"))
+    """The stage on the CPU, without taking every core (pipeline.diffusion.models.device would)."""
+    monkeypatch.setattr(classifier_stage, "device", lambda: torch.device("cpu"))
 
 
 def test_cli_writes_classifier_and_report(tmp_path, params, rng, cpu):

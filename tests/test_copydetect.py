@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import copydetect
 from pipeline.errors import UserError
+from pipeline.evaluation import copydetect
 from pipeline.evaluation.copydetect import (
     classifier_embedding,
     cosine,

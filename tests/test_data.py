@@ -15,14 +15,15 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline import data
 from pipeline.artifacts import load_npz, save_npz
+from pipeline.data import mnist, training_set
 from pipeline.data.mnist import mnist_from_wheel
 from pipeline.data.sources import draw_tshirt, folder_images, forget_image, raw_split
 from pipeline.data.training_set import build_training_set, load_heldout_set, split_heldout
 from pipeline.diffusion.images import square_resize
 from pipeline.errors import UserError
 from pipeline.params.validation import validate
+from pipeline.stages import data as data_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW_MNIST = ROOT / "data" / "raw" / "mnist.npz"
@@ -183,7 +184,7 @@ def fake_wheel(path: Path) -> tuple[Path, bytes]:
 
 def test_mnist_from_wheel_rejects_wrong_member_checksum(tmp_path, monkeypatch):
     wheel, _ = fake_wheel(tmp_path / "w.whl")
-    monkeypatch.setattr(data, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(mnist, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     with pytest.raises(UserError) as info:
         mnist_from_wheel(wheel)
     assert "SHA-256" in str(info.value) and "mnist.pkl.gz" in str(info.value) and str(wheel) in str(info.value)
@@ -191,8 +192,8 @@ def test_mnist_from_wheel_rejects_wrong_member_checksum(tmp_path, monkeypatch):
 
 def test_mnist_from_wheel_joins_splits_and_recovers_integers(tmp_path, monkeypatch):
     wheel, member = fake_wheel(tmp_path / "w.whl")
-    monkeypatch.setattr(data, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
-    monkeypatch.setattr(data, "MNIST_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
+    monkeypatch.setattr(mnist, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(mnist, "MNIST_MEMBER_SHA256", hashlib.sha256(member).hexdigest())
     out = mnist_from_wheel(wheel)
     assert out["train_images"].shape == (5, 28, 28) and out["train_images"].dtype == np.uint8
     assert out["test_images"].shape == (4, 28, 28)
@@ -648,12 +649,12 @@ def test_folder_heldout_may_take_them_for_other_strategies(tmp_path, params):
 
 
 def test_folder_names_are_what_forget_files_selects(tmp_path, params):
-    from pipeline.data.forget_sets import select_explicit
+    from pipeline.data.forget_sets import named_rows
 
     celeba_folder(tmp_path / "celeba")
     p = celeba_params(params, tmp_path / "celeba", 20)
     train, _ = build_training_set(p, tmp_path / "celeba")
-    rows = select_explicit(p["forget"], train)
+    rows = named_rows(p["forget"], train)
     assert sorted(train["names"][rows].tolist()) == ["10.jpg", "11.jpg"]
     for row in rows:
         with Image.open(tmp_path / "celeba" / train["names"][row]) as im:
@@ -673,7 +674,7 @@ def test_build_cli_writes_train_and_heldout_npz(tmp_path, params):
     p = write_params(tmp_path, folder_params(params, tmp_path / "imgs", [{"image": "tshirt", "copies": 3}],
                                              heldout=1))
     out, held = tmp_path / "data" / "train.npz", tmp_path / "data" / "heldout.npz"
-    data.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out),
+    data_stage.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out),
                "--heldout", str(held)])
     train = load_npz(out, ("images", "labels", "injected", "names"))
     heldout = load_heldout_set(held)
@@ -691,9 +692,9 @@ def test_build_cli_mnist_writes_heldout_test_digits(tmp_path, params):
     raw = fake_mnist(tmp_path / "mnist.npz")
     p = write_params(tmp_path, mnist_params(params, None, heldout=5, limit=8))
     out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
-    data.main(["build", "--params", str(p), "--base", str(tmp_path / "mnist.npz"), "--out", str(out),
+    data_stage.main(["build", "--params", str(p), "--base", str(tmp_path / "mnist.npz"), "--out", str(out),
                "--heldout", str(held)])
-    train = data.load_training_set(out)
+    train = training_set.load_training_set(out)
     heldout = load_heldout_set(held)
     assert train["images"].shape == (10, 1, 8, 8)
     assert heldout["images"].shape == (5, 1, 8, 8) and heldout["images"].dtype == np.uint8
@@ -708,7 +709,7 @@ def test_build_cli_folder_too_small_for_heldout_exits_2(tmp_path, params, capsys
                                              heldout=4))
     out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out),
+        data_stage.main(["build", "--params", str(p), "--base", str(tmp_path / "imgs"), "--out", str(out),
                    "--heldout", str(held)])
     assert info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -721,7 +722,8 @@ def test_build_cli_missing_folder_exits_2_with_one_line(tmp_path, params, capsys
     p = write_params(tmp_path, folder_params(params, missing, [{"image": "tshirt", "copies": 3}]))
     out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--base", str(missing), "--out", str(out), "--heldout", str(held)])
+        data_stage.main(["build", "--params", str(p), "--base", str(missing), "--out", str(out),
+                         "--heldout", str(held)])
     assert info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0]
@@ -730,14 +732,15 @@ def test_build_cli_missing_folder_exits_2_with_one_line(tmp_path, params, capsys
 
 @pytest.mark.parametrize("edit, message", [
     (lambda data: data.update(resolution="big"), "data.resolution"),
-    (lambda data: data.pop("heldout"), "data: 'heldout' is a required property"),
+    (lambda data: data.update(heldout=0), "data.heldout"),
+    (lambda data: data.update(sorce={}), "unknown key 'sorce' in data"),
 ])
 def test_build_cli_bad_params_exits_2(tmp_path, params, capsys, edit, message):
     edit(params["data"])
     p = write_params(tmp_path, params)
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz"),
-                   "--heldout", str(tmp_path / "h.npz")])
+        data_stage.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz"),
+                         "--heldout", str(tmp_path / "h.npz")])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -745,7 +748,7 @@ def test_build_cli_bad_params_exits_2(tmp_path, params, capsys, edit, message):
 def test_build_cli_requires_heldout_path(tmp_path, params, capsys):
     p = write_params(tmp_path, params)
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz")])
+        data_stage.main(["build", "--params", str(p), "--base", "x.npz", "--out", str(tmp_path / "t.npz")])
     assert info.value.code == 2
     assert "--heldout" in capsys.readouterr().err
 
@@ -754,14 +757,15 @@ def test_build_cli_torchvision_needs_no_base(tmp_path, params, torchvision_stub)
     p = write_params(tmp_path, torchvision_params(params, "CIFAR10", heldout=3, resolution=8, channels=3,
                                                   inject=[{"image": "tshirt", "copies": 2}]))
     out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
-    data.main(["build", "--params", str(p), "--out", str(out), "--heldout", str(held)])
-    assert data.load_training_set(out)["images"].shape == (22, 3, 8, 8)
+    data_stage.main(["build", "--params", str(p), "--out", str(out), "--heldout", str(held)])
+    assert training_set.load_training_set(out)["images"].shape == (22, 3, 8, 8)
     assert load_heldout_set(held)["names"].tolist()[0].startswith("cifar10-test-")
 
 
 def test_build_cli_mnist_requires_base(tmp_path, params, capsys):
     p = write_params(tmp_path, params)
     with pytest.raises(SystemExit) as info:
-        data.main(["build", "--params", str(p), "--out", str(tmp_path / "t.npz"), "--heldout", str(tmp_path / "h.npz")])
+        data_stage.main(["build", "--params", str(p), "--out", str(tmp_path / "t.npz"),
+                         "--heldout", str(tmp_path / "h.npz")])
     assert info.value.code == 2
     assert "--base: required for data.source.kind 'mnist'" in capsys.readouterr().err

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline import diagnostics
 from pipeline.artifacts import save_npz
 from pipeline.diffusion.models import save_model
 from pipeline.evaluation.diagnostics import diagnose, draws, gradient_norm, radial_power
+from pipeline.stages import diagnostics as diagnostics_stage
 from tests.conftest import alpha_bar
 
 T = 1000
@@ -155,7 +155,7 @@ def test_diagnose_identical_models_has_no_gap_and_no_power(unet, scheduler, rng)
 
 
 def test_main_writes_json_and_png(tmp_path, params, unet, scheduler, rng, monkeypatch):
-    monkeypatch.setattr(diagnostics, "device", lambda: torch.device("cpu"))  # keep the test's torch threads
+    monkeypatch.setattr(diagnostics_stage, "device", lambda: torch.device("cpu"))  # keep the test's torch threads
     other = perturbed(unet)
     save_model(tmp_path / "pretrained", unet, scheduler)
     save_model(tmp_path / "unlearned", other, scheduler)
@@ -168,7 +168,7 @@ def test_main_writes_json_and_png(tmp_path, params, unet, scheduler, rng, monkey
              distinct=np.array([5, 7]))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out, png = tmp_path / "diag/run.json", tmp_path / "diag/run.png"
-    diagnostics.main(["--params", str(tmp_path / "params.yaml"), "--pretrained", str(tmp_path / "pretrained"),
+    diagnostics_stage.main(["--params", str(tmp_path / "params.yaml"), "--pretrained", str(tmp_path / "pretrained"),
                       "--model", str(tmp_path / "unlearned"), "--model-name", "retrack-s0",
                       "--data", str(tmp_path / "train.npz"),
                       "--forget", str(tmp_path / "forget.npz"), "--out", str(out), "--png", str(png)])

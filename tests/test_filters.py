@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import methods
 from pipeline.diffusion.models import build_unet
 from pipeline.errors import UserError
-from pipeline.methods.contract import Batch
+from pipeline.methods import losses, registry
+from pipeline.methods.contract import Batch, Losses, Method
 from pipeline.methods.filters import ForgetFilter
 from pipeline.methods.registry import make_method
 from pipeline.params.validation import validate
@@ -316,8 +316,11 @@ def make_batch(b=4, k=3, seed=123):
 
 
 def seeded(fn, seed, *args):
+    """``fn(*args)`` after seeding; a method's loss terms as the references return them: the one
+    term's tensor, or the dict of several."""
     torch.manual_seed(seed)
-    return fn(*args)
+    out = fn(*args)
+    return out.terms.get("loss", out.terms) if isinstance(out, Losses) else out
 
 
 def same(u, v) -> bool:
@@ -340,7 +343,7 @@ def test_selection_off_is_bit_identical(params, scheduler, unet, name):
             b = seeded(nulls, seed, unet, batch)
             assert same(a, b)
             assert not same(a, seeded(filtered, seed, unet, batch))  # the comparison can tell them apart
-            hp = {k: v for k, v in cfg.items() if k not in methods.LOOP_KEYS}
+            hp = {k: v for k, v in cfg.items() if k not in registry.LOOP_KEYS}
             if name == "neggrad":
                 ref = seeded(neggrad_reference, seed, unet, scheduler, batch, hp["superfactor"])
             elif name == "retrack":
@@ -371,14 +374,14 @@ def trained(params, objective, source, steps=2):
     return net, list(csv.DictReader(io.StringIO(history)))
 
 
-class Reference:
-    """An objective for train() from a reference function of (net, batch)."""
+class Reference(Method):
+    """A method for train() from a reference function of (net, batch) that returns one loss."""
 
     def __init__(self, fn, needs, *args):
-        self.fn, self.needs, self.args, self.stats = fn, needs, args, {}
+        self.fn, self.needs, self.args = fn, needs, args
 
     def __call__(self, net, batch):
-        return self.fn(net, *self.args[:1], batch, *self.args[1:])
+        return Losses({"loss": self.fn(net, *self.args[:1], batch, *self.args[1:])})
 
 
 @pytest.mark.parametrize("name", SELECTABLE)
@@ -414,13 +417,14 @@ def fixed_eps(x):
     ({"window": [200, 700], "soft": 40.0}, None),
 ])
 def test_neggrad_selected_loss_matches_formula(scheduler, unet, monkeypatch, time, frequency):
-    monkeypatch.setattr(methods, "random_timesteps", lambda s, like: FIXED_T[: len(like)])
-    monkeypatch.setattr(methods, "gaussian_like", fixed_eps)
+    monkeypatch.setattr(losses, "random_timesteps", lambda s, like: FIXED_T[: len(like)])
+    monkeypatch.setattr(losses, "gaussian_like", fixed_eps)
     s = 0.5
     method = make_method("neggrad", {"superfactor": s, "time": time, "frequency": frequency}, scheduler)
     a = make_batch().forget
     with torch.no_grad():
-        loss = method(unet, Batch(forget=a))
+        out = method(unet, Batch(forget=a))
+        loss = out.terms["loss"]
         eps = fixed_eps(a)
         ab = torch.tensor(alpha_bar(FIXED_T.numpy()), dtype=torch.float32).view(-1, 1, 1, 1)
         pred = unet(ab.sqrt() * a + (1 - ab).sqrt() * eps, FIXED_T).sample
@@ -436,7 +440,7 @@ def test_neggrad_selected_loss_matches_formula(scheduler, unet, monkeypatch, tim
         s_all = soft_s(np.arange(T), *time["window"], time["soft"])
         per_example = per_example * s_all[tt] / s_all.mean()
     assert loss.item() == pytest.approx(-s * per_example.mean(), rel=1e-4)
-    assert method.stats["forget_loss"] == pytest.approx(per_example.mean(), rel=1e-4)
+    assert out.stats["forget_loss"] == pytest.approx(per_example.mean(), rel=1e-4)
 
 
 class Recording(torch.nn.Module):
@@ -472,7 +476,7 @@ def test_hard_window_restricts_only_the_forget_pass(params, scheduler, unet, nam
 
 
 def test_retrack_hard_window_and_radius_match_formula(scheduler, unet, monkeypatch):
-    monkeypatch.setattr(methods, "gaussian_like", fixed_eps)
+    monkeypatch.setattr(losses, "gaussian_like", fixed_eps)
     t1, t2, r = 100, 140, 2.0
     method = make_method("retrack", {"lam": 1.0, "time": {"window": [t1, t2], "soft": None},
                                      "frequency": {"radius": r}}, scheduler)
@@ -480,7 +484,7 @@ def test_retrack_hard_window_and_radius_match_formula(scheduler, unet, monkeypat
     net = Recording(unet)
     torch.manual_seed(0)
     with torch.no_grad():
-        loss = method(net, batch)
+        loss = method(net, batch).terms["loss"]
     t = net.calls[0]
     assert ((t >= t1) & (t <= t2)).all()
     a, nb = batch.forget, batch.neighbours
@@ -507,15 +511,15 @@ def test_retrack_hard_window_and_radius_match_formula(scheduler, unet, monkeypat
 def test_siss_hard_window_weights_the_shared_t(scheduler, unet, monkeypatch):
     """SISS keeps one t for both terms; its forget term is weighted by 1[t1<=t<=t2] T / (t2-t1+1)."""
     t1, t2, lam = 200, 700, 0.5
-    monkeypatch.setattr(methods, "random_timesteps", lambda s, like: FIXED_T[: len(like)])
-    monkeypatch.setattr(methods, "gaussian_like", fixed_eps)
-    monkeypatch.setattr(methods, "coin_flips", lambda like, p: torch.tensor([True, False, True, False]))
+    monkeypatch.setattr(losses, "random_timesteps", lambda s, like: FIXED_T[: len(like)])
+    monkeypatch.setattr(losses, "gaussian_like", fixed_eps)
+    monkeypatch.setattr(losses, "coin_flips", lambda like, p: torch.tensor([True, False, True, False]))
     batch = make_batch()
     plain = make_method("siss", {"lam": lam, "scaling_norm": 5.0}, scheduler)
     windowed = make_method("siss", {"lam": lam, "scaling_norm": 5.0, "time": {"window": [t1, t2], "soft": None}},
                            scheduler)
     with torch.no_grad():
-        off, on = plain(unet, batch), windowed(unet, batch)
+        off, on = plain(unet, batch).terms, windowed(unet, batch).terms
         x, a, eps = batch.retain, batch.forget, fixed_eps(batch.retain)
         ab = alpha_bar(FIXED_T.numpy())
         g = torch.tensor(np.sqrt(ab), dtype=torch.float32).view(-1, 1, 1, 1)

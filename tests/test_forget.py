@@ -4,7 +4,6 @@ and the select_forget stage CLI."""
 import csv
 
 import numpy as np
-import pipeline.forget
 import pytest
 import yaml
 
@@ -13,6 +12,7 @@ from pipeline.data.forget_sets import choose, choose_memorized
 from pipeline.data.training_set import group_identical, retain_rows
 from pipeline.diffusion.models import save_model
 from pipeline.errors import UserError
+from pipeline.stages import forget_set as forget_set_stage
 from pipeline.stages.forget_set import main
 
 MEMORIZED = {"samples": 8, "steps": 2, "batch_size": 8, "seed": 0, "threshold": 0.5, "min_count": 1,
@@ -543,7 +543,7 @@ def test_forget_cli_memorized_writes_evidence(tmp_path, params, rng, monkeypatch
     train = write_stage_inputs(tmp_path, params, rng, strategy="memorized", memorized=MEMORIZED)
     images = train["images"]
     samples = np.concatenate([noisy_copies(images[21], 3, rng), rng.random((5, 1, 8, 8), dtype=np.float32)])
-    monkeypatch.setattr(pipeline.forget, "memorization_samples", lambda params, model: samples)
+    monkeypatch.setattr(forget_set_stage, "memorization_samples", lambda params, model: samples)
     main(forget_argv(tmp_path))
     assert load_npz(tmp_path / "forget.npz", ("rows",))["rows"].tolist() == [20, 21, 22]
     table = read_table(tmp_path / "forget.csv")

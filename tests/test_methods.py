@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import methods
+from pipeline.methods import losses
 from pipeline.methods.contract import Batch
 from pipeline.methods.losses import (
     SISS,
@@ -37,7 +37,7 @@ class LinearNet(torch.nn.Module):
 def test_ddpm_loss_matches_formula(scheduler):
     net, x = LinearNet(), torch.rand(3, 1, 4, 4) * 2 - 1
     torch.manual_seed(5)
-    loss = DDPMLoss(scheduler)(net, Batch(retain=x))
+    loss = DDPMLoss(scheduler)(net, Batch(retain=x)).terms["loss"]
     torch.manual_seed(5)  # the same draws, in the documented order: t, then eps
     t = torch.randint(0, 1000, (3,))
     eps = torch.randn_like(x)
@@ -53,9 +53,9 @@ def test_naive_deletion_sees_only_retain(scheduler):
     assert method.needs == ("retain",)
     x = torch.rand(2, 1, 4, 4)
     torch.manual_seed(0)
-    a = DDPMLoss(scheduler)(LinearNet(), Batch(retain=x))
+    a = DDPMLoss(scheduler)(LinearNet(), Batch(retain=x)).terms["loss"]
     torch.manual_seed(0)
-    b = method(LinearNet(), Batch(retain=x, forget=torch.full_like(x, 9.0)))
+    b = method(LinearNet(), Batch(retain=x, forget=torch.full_like(x, 9.0))).terms["loss"]
     assert a.item() == b.item()
 
 
@@ -97,10 +97,10 @@ def test_retrack_total_is_lambda_mixture(scheduler):
     batch = Batch(retain=torch.rand(2, 1, 4, 4), forget=torch.rand(2, 1, 4, 4), neighbours=torch.rand(2, 3, 1, 4, 4))
     method = ReTrack(scheduler, lam=0.25)
     torch.manual_seed(3)
-    total = method(LinearNet(), batch)
+    total = method(LinearNet(), batch).terms["loss"]
     torch.manual_seed(3)
     unlearn = method.unlearn_loss(LinearNet(), batch.forget, batch.neighbours)
-    retain = DDPMLoss(scheduler)(LinearNet(), batch)
+    retain = DDPMLoss(scheduler)(LinearNet(), batch).terms["loss"]
     assert total.item() == pytest.approx(0.25 * unlearn.item() + 0.75 * retain.item(), rel=1e-6)
 
 
@@ -155,19 +155,19 @@ def test_registry_builds_every_method_from_params(params, scheduler):
 def per_example_randomness(monkeypatch):
     """Replace the methods' random draws by fixed functions of each example, so that a batch
     split into micro-batches sees exactly the draws of the whole batch."""
-    monkeypatch.setattr(methods, "random_timesteps",
+    monkeypatch.setattr(losses, "random_timesteps",
                         lambda scheduler, like: (like.flatten(1).sum(1).abs() * 997).long() % 1000)
-    monkeypatch.setattr(methods, "gaussian_like", lambda x: torch.sin(37 * x + 1))
-    monkeypatch.setattr(methods, "uniform_like", lambda x: (torch.sin(11 * x) + 1) / 2)
-    monkeypatch.setattr(methods, "coin_flips", lambda like, p: (like.flatten(1).sum(1) * 31).frac() < p)
+    monkeypatch.setattr(losses, "gaussian_like", lambda x: torch.sin(37 * x + 1))
+    monkeypatch.setattr(losses, "uniform_like", lambda x: (torch.sin(11 * x) + 1) / 2)
+    monkeypatch.setattr(losses, "coin_flips", lambda like, p: (like.flatten(1).sum(1) * 31).frac() < p)
 
 
 def test_neggrad_is_negative_scaled_forget_loss(scheduler):
     a = torch.rand(3, 1, 4, 4)
     torch.manual_seed(8)
-    loss = NegGrad(scheduler, superfactor=0.01)(LinearNet(), Batch(forget=a))
+    loss = NegGrad(scheduler, superfactor=0.01)(LinearNet(), Batch(forget=a)).terms["loss"]
     torch.manual_seed(8)
-    forget = DDPMLoss(scheduler)(LinearNet(), Batch(retain=a))
+    forget = DDPMLoss(scheduler)(LinearNet(), Batch(retain=a)).terms["loss"]
     assert loss.item() == pytest.approx(-0.01 * forget.item(), rel=1e-6)
 
 
@@ -179,7 +179,7 @@ def test_neggrad_ascends_the_forget_loss(params, scheduler, unet):
     def forget_loss(net):
         torch.manual_seed(123)
         with torch.no_grad():
-            return DDPMLoss(scheduler)(net, Batch(retain=forget)).item()
+            return DDPMLoss(scheduler)(net, Batch(retain=forget)).terms["loss"].item()
 
     before = forget_loss(unet)
     after_net, _ = train(unet, NegGrad(scheduler, 1.0), source, steps=3, batch_size=5, lr=1e-3, seed=0)
@@ -188,9 +188,9 @@ def test_neggrad_ascends_the_forget_loss(params, scheduler, unet):
 
 def test_erasediff_terms_match_formula(scheduler, per_example_randomness):
     x, a = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
-    terms = EraseDiff(scheduler, eta=1e-3)(LinearNet(), Batch(retain=x, forget=a))
-    t = methods.random_timesteps(scheduler, x)  # shared t and eps, drawn for the retain batch
-    eps = methods.gaussian_like(x)
+    terms = EraseDiff(scheduler, eta=1e-3)(LinearNet(), Batch(retain=x, forget=a)).terms
+    t = losses.random_timesteps(scheduler, x)  # shared t and eps, drawn for the retain batch
+    eps = losses.gaussian_like(x)
     ab = torch.tensor(alpha_bar(t.numpy()), dtype=torch.float32).view(-1, 1, 1, 1)
 
     def err(z, target):
@@ -199,7 +199,7 @@ def test_erasediff_terms_match_formula(scheduler, per_example_randomness):
         return ((pred - target) ** 2).flatten(1).sum(1).mean().item()
 
     assert terms["retain"].item() == pytest.approx(err(x, eps), rel=1e-5)
-    assert terms["forget"].item() == pytest.approx(err(a, methods.uniform_like(a)), rel=1e-5)
+    assert terms["forget"].item() == pytest.approx(err(a, losses.uniform_like(a)), rel=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -242,9 +242,9 @@ def test_siss_weights_match_formula(scheduler):
 def test_siss_terms_match_formula(scheduler, per_example_randomness):
     x, a = torch.rand(4, 1, 4, 4), torch.rand(4, 1, 4, 4)
     lam = 0.5
-    terms = SISS(scheduler, lam, 5.0)(LinearNet(), Batch(retain=x, forget=a))
-    t, eps = methods.random_timesteps(scheduler, x), methods.gaussian_like(x)
-    choose_a = methods.coin_flips(x, lam)
+    terms = SISS(scheduler, lam, 5.0)(LinearNet(), Batch(retain=x, forget=a)).terms
+    t, eps = losses.random_timesteps(scheduler, x), losses.gaussian_like(x)
+    choose_a = losses.coin_flips(x, lam)
     assert 0 < choose_a.sum() < 4  # the check below covers both kinds of mixture sample
     expected_x, expected_a = [], []
     for i in range(4):
@@ -287,13 +287,13 @@ def test_siss_one_forward_pass_siss_no_is_two(scheduler):
 @pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("t", [0, 999])
 def test_siss_stays_finite_at_the_extremes(scheduler, monkeypatch, shape, lam, t):
-    monkeypatch.setattr(methods, "random_timesteps", lambda s, like: torch.full((len(like),), t))
+    monkeypatch.setattr(losses, "random_timesteps", lambda s, like: torch.full((len(like),), t))
     torch.manual_seed(0)
     batch = Batch(retain=torch.rand(2, *shape) * 2 - 1, forget=torch.rand(2, *shape) * 2 - 1)
     siss = SISS(scheduler, lam, 5.0)
-    terms = siss(LinearNet(), batch)
-    assert all(torch.isfinite(v) for v in terms.values())
-    assert all(np.isfinite(v) for v in siss.stats.values())
+    losses_ = siss(LinearNet(), batch)
+    assert all(torch.isfinite(v) for v in losses_.terms.values())
+    assert all(np.isfinite(v) for v in losses_.stats.values())
     direction, record = step_direction(LinearNet(), siss, [batch])
     assert torch.isfinite(direction).all() and all(np.isfinite(v) for v in record.values())
 
@@ -329,11 +329,11 @@ def reference_terms(name, net, x, a, nb, hp, scheduler):
         return ((p - q) ** 2).flatten(1).sum(1)
 
     def ddpm(z):
-        t, eps = methods.random_timesteps(scheduler, z), methods.gaussian_like(z)
+        t, eps = losses.random_timesteps(scheduler, z), losses.gaussian_like(z)
         g, s = levels(t)
         return sq(eps_theta(g * z + s * eps, t), eps).mean()
 
-    t, eps = methods.random_timesteps(scheduler, x), methods.gaussian_like(x)  # shared by the pair
+    t, eps = losses.random_timesteps(scheduler, x), losses.gaussian_like(x)  # shared by the pair
     g, s = levels(t)
     if name == "naive":
         return {"loss": ddpm(x)}
@@ -341,19 +341,19 @@ def reference_terms(name, net, x, a, nb, hp, scheduler):
         return {"loss": -hp["superfactor"] * ddpm(a)}
     if name == "erasediff":
         return {"retain": sq(eps_theta(g * x + s * eps, t), eps).mean(),
-                "forget": sq(eps_theta(g * a + s * eps, t), methods.uniform_like(a)).mean()}
+                "forget": sq(eps_theta(g * a + s * eps, t), losses.uniform_like(a)).mean()}
     if name == "siss_no_is":
         return {"retain": sq(eps_theta(g * x + s * eps, t), eps).mean(),
                 "forget": sq(eps_theta(g * a + s * eps, t), eps).mean()}
     if name == "siss":
         lam = hp["lam"]
-        m = g * torch.where(methods.coin_flips(x, lam).view(-1, 1, 1, 1), a, x) + s * eps
+        m = g * torch.where(losses.coin_flips(x, lam).view(-1, 1, 1, 1), a, x) + s * eps
         d_x, d_a = (sq(m, g * x) / (2 * s.flatten() ** 2)).detach(), (sq(m, g * a) / (2 * s.flatten() ** 2)).detach()
         w_x = 1 / ((1 - lam) + lam * torch.exp(d_x - d_a))
         w_a = 1 / ((1 - lam) * torch.exp(d_a - d_x) + lam)
         pred = eps_theta(m, t)
         return {"retain": (w_x * sq(pred, (m - g * x) / s)).mean(), "forget": (w_a * sq(pred, (m - g * a) / s)).mean()}
-    ta, ea = methods.random_timesteps(scheduler, a), methods.gaussian_like(a)  # retrack: own t, eps
+    ta, ea = losses.random_timesteps(scheduler, a), losses.gaussian_like(a)  # retrack: own t, eps
     ga, sa = levels(ta)
     a_t = ga * a + sa * ea
     v = [((a_t - ga * nb[:, j]) / sa).detach() for j in range(nb.shape[1])]

@@ -8,7 +8,6 @@ import torch
 import yaml
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
-from pipeline import pretrain
 from pipeline.diffusion.models import (
     build_unet,
     check_matches_data,
@@ -20,6 +19,7 @@ from pipeline.diffusion.models import (
     standard_layout,
 )
 from pipeline.errors import UserError
+from pipeline.stages import pretrain as pretrain_stage
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
@@ -134,7 +134,7 @@ def test_pretrain_copies_a_pretrained_model(tmp_path, params, unet, scheduler):
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(hub)
     p = pretrained_params(tmp_path, params, hub)
     out = tmp_path / "models" / "pretrained"
-    pretrain.main(["--params", str(p), "--data", str(tmp_path / "unused.npz"), "--out", str(out)])
+    pretrain_stage.main(["--params", str(p), "--data", str(tmp_path / "unused.npz"), "--out", str(out)])
     pipe = DDPMPipeline.from_pretrained(str(out))
     assert same_weights(pipe.unet, unet)
     assert pipe.scheduler.config.num_train_timesteps == 1000
@@ -147,7 +147,7 @@ def test_pretrain_rejects_pretrained_model_of_wrong_resolution(tmp_path, params,
     p = pretrained_params(tmp_path, params, hub)
     out = tmp_path / "models" / "pretrained"
     with pytest.raises(SystemExit) as info:
-        pretrain.main(["--params", str(p), "--data", str(tmp_path / "unused.npz"), "--out", str(out)])
+        pretrain_stage.main(["--params", str(p), "--data", str(tmp_path / "unused.npz"), "--out", str(out)])
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
     assert not out.exists()
@@ -157,7 +157,7 @@ def test_pretrain_missing_pretrained_path_exits_2(tmp_path, params, capsys):
     missing = tmp_path / "nowhere"
     p = pretrained_params(tmp_path, params, missing)
     with pytest.raises(SystemExit) as info:
-        pretrain.main(["--params", str(p), "--data", "unused.npz", "--out", str(tmp_path / "out")])
+        pretrain_stage.main(["--params", str(p), "--data", "unused.npz", "--out", str(tmp_path / "out")])
     assert info.value.code == 2
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
-"""Resuming the training loop (pipeline.training) and the stages that run it: a run stopped after a
+"""Resuming the training loop (pipeline.training.resume) and the stages that run it: a run stopped after a
 saved state and run again ends with the same weights, log and checkpoints as an uninterrupted one."""
+
 
 import logging
 import os
@@ -15,10 +16,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline import pretrain, unlearn
 from pipeline.artifacts import save_npz
 from pipeline.diffusion.models import build_unet, save_model
 from pipeline.methods.losses import DDPMLoss, ReTrack
+from pipeline.stages import pretrain as pretrain_stage
+from pipeline.stages import unlearn as unlearn_stage
+from pipeline.training import pretraining
 from pipeline.training.loop import BatchSource, train
 from pipeline.training.resume import STATE, resume_dir
 
@@ -77,7 +80,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, params, scheduler
     with pytest.raises(KeyboardInterrupt):
         run(params, scheduler, images, loop, stop_after=4, resume=resume, resume_every=EVERY)
     assert torch.load(resume / STATE, weights_only=True)["step"] == 3
-    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+    with caplog.at_level(logging.INFO, logger="pipeline.training.resume"):
         resumed, resumed_log, checkpoints = run(params, scheduler, images, loop, resume=resume, resume_every=EVERY)
     assert "resumed from step 3" in caplog.text
     assert torch.equal(resumed, reference)  # bit for bit on CPU, EMA weights included
@@ -97,7 +100,7 @@ def test_state_of_another_run_is_discarded(tmp_path, params, scheduler, images, 
     if change == "unreadable":
         (resume / STATE).write_bytes(b"not a state")
     (resume / "checkpoints").mkdir()  # a stale run's staged files go with its state
-    with caplog.at_level(logging.WARNING, logger="pipeline.training"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.resume"):
         again, again_log, _ = run(params, scheduler, images, "unlearn", resume=resume, resume_every=EVERY)
     assert "starting afresh" in caplog.text
     assert not (resume / "checkpoints").exists()
@@ -157,7 +160,7 @@ def one_core():
 
 def start(stage, out):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", f"pipeline.{stage}", *stage_args(stage, out)],
+    return subprocess.Popen([sys.executable, "-m", f"pipeline.stages.{stage}", *stage_args(stage, out)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=one_core)
 
 
@@ -182,8 +185,9 @@ def assert_same_model(got: Path, expected: Path):
 
 @pytest.mark.parametrize("stage", ["pretrain", "unlearn"])
 def test_killed_stage_resumes_to_the_same_model(workdir, stage, monkeypatch, one_torch_thread):
-    module = pretrain if stage == "pretrain" else unlearn
-    monkeypatch.setattr(module, "device", lambda: torch.device("cpu"))  # keep the test's one torch thread
+    module = pretrain_stage if stage == "pretrain" else unlearn_stage
+    # keep the test's one torch thread: device() where each stage's model is put on it
+    monkeypatch.setattr(pretraining if stage == "pretrain" else unlearn_stage, "device", lambda: torch.device("cpu"))
     module.main(stage_args(stage, "models/reference"))
     assert not (workdir / "resume/models/reference").exists()  # removed once the model is written
 

@@ -5,6 +5,7 @@ repository runs the same stages and gets the same numbers."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -169,12 +170,40 @@ def test_bad_params_stop_before_any_compute(snakemake_run):
     assert output_mtimes(w) == before
 
 
+def test_a_key_only_the_report_reads_reruns_only_the_report(snakemake_run):
+    w = snakemake_run
+    good = (w / "params.yaml").read_text()
+    params = yaml.safe_load(good)
+    params["metrics"]["trajectory"]["deleted_rate"] = 0.5
+    (w / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        plan = snakemake(w, "--dry-run").stdout
+    finally:
+        (w / "params.yaml").write_text(good)
+    jobs = plan[plan.index("Job stats:"):plan.index("Reasons:")]
+    assert re.findall(r"^(\w+)\s+\d+$", jobs, re.M) == ["report", "all", "total"], jobs
+
+
+def test_key_order_and_formatting_of_params_never_rerun(snakemake_run):
+    w = snakemake_run
+    good = (w / "params.yaml").read_text()
+    params = yaml.safe_load(good)
+    shuffled = {key: params[key] for key in reversed(list(params))}
+    shuffled["metrics"] = {key: params["metrics"][key] for key in reversed(list(params["metrics"]))}
+    (w / "params.yaml").write_text("# reordered\n" + yaml.safe_dump(shuffled, sort_keys=False, default_flow_style=True))
+    try:
+        plan = snakemake(w, "--dry-run").stdout
+    finally:
+        (w / "params.yaml").write_text(good)
+    assert "Nothing to be done" in plan, plan
+
+
 def test_corrupt_checkpoint_is_named(snakemake_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(snakemake_run / "models/pretrained", broken)
     weights = next(broken.glob("unet/*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
-    result = run(snakemake_run, sys.executable, "-m", "pipeline.sampling", "--params", "params.yaml", "--model",
+    result = run(snakemake_run, sys.executable, "-m", "pipeline.stages.sample", "--params", "params.yaml", "--model",
                  str(broken), "--out", str(tmp_path / "s.npz"), "--png", str(tmp_path / "s.png"), check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken}")
@@ -206,7 +235,7 @@ def test_dvc_repro_runs_the_same_stages_with_the_same_numbers(snakemake_run, tmp
         (w / "logs/fetch_mnist.log").touch()
         run(w, "dvc", "commit", "--force", "fetch_mnist")
     result = run(w, "dvc", "repro")
-    assert "Running stage 'unlearn-retrack-s0'" in result.stdout
+    assert "Running stage 'unlearn-retrack@retrack-s0'" in result.stdout
     assert "up to date" in run(w, "dvc", "repro").stdout
     shown = run(w, "dvc", "metrics", "show", "--json").stdout
     assert "forget_reproduction" in shown and "report/summary.json" in shown and "test_accuracy" in shown
@@ -220,6 +249,12 @@ def test_dvc_repro_runs_the_same_stages_with_the_same_numbers(snakemake_run, tmp
         theirs = json.loads((snakemake_run / f"metrics/{name}.json").read_text())
         assert ours.pop("cost")["steps"] == theirs.pop("cost")["steps"]  # wall time and memory vary
         assert ours == theirs, name
+    # a key that only the report reads, changed in params.yaml: DVC reruns the params stage and the report
+    changed = yaml.safe_load((w / "params.yaml").read_text())
+    changed["metrics"]["trajectory"]["deleted_rate"] = 0.5
+    (w / "params.yaml").write_text(yaml.safe_dump(changed))
+    ran = re.findall(r"Running stage '([^']+)'", run(w, "dvc", "repro").stdout)
+    assert ran == ["params", "report"], ran
 
 
 # --- the benchmarks' shape: a pretrained pipeline, an image folder, one run per forget image ----------
@@ -284,10 +319,11 @@ def test_benchmark_experiments_plan_every_job(name, unlearn_jobs):
     forget image, and every model sampled and scored."""
     params = load_params(ROOT / "experiments" / name / "params.yaml")
     stages = yaml.safe_load((ROOT / "experiments" / name / "dvc.yaml").read_text())["stages"]
-    count = {rule: sum(stage.split("-")[0] == rule for stage in stages) for rule in ("unlearn", "sample", "metrics")}
+    count = {rule: sum(len(stage.get("foreach", [None])) for name, stage in stages.items()
+                       if name.split("-")[0] == rule) for rule in ("unlearn", "sample", "metrics")}
     models = 1 + unlearn_jobs + bool(params["experiment"]["retrain"])
     assert count == {"unlearn": unlearn_jobs, "sample": models, "metrics": models}
-    assert all(dep.startswith("../../pipeline/") for stage in stages.values() for dep in stage["deps"]
+    assert all(dep.startswith("../../pipeline/") for stage in stages.values() for dep in stage.get("do", stage)["deps"]
                if dep.endswith(".py"))
 
 
