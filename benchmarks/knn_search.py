@@ -1,16 +1,16 @@
-"""Neighbour search at scale: faiss (as pipeline.knn runs it) against scikit-learn, side by side.
+"""Neighbour search at scale: faiss (as pipeline.search.neighbours runs it) against scikit-learn, side by side.
 
 1. Exact search: ``NearestNeighbors(algorithm="brute")`` fit + kneighbors (what the ReTrack
-   reference code runs) against :func:`pipeline.knn.exact_search` (faiss, blocks over the
+   reference code runs) against :func:`pipeline.search.neighbours.exact_search` (faiss, blocks over the
    vectors), K = 10, N random images of 64x64x3 in [0, 1], a forget set of 10 queries. Both
    must return the same neighbours; the ratio is sklearn time / faiss time (median of rounds).
-2. Approximate indexes (:class:`pipeline.knn.ApproximateIndex`) at the same N: build time,
+2. Approximate indexes (:class:`pipeline.search.neighbours.ApproximateIndex`) at the same N: build time,
    query time for the forget set, and recall@10 against exact search on a sample of the data.
    Uniform random images have no structure for an index to exploit (every distance is within a
    few per cent of every other), so the same is measured on N real images too: MNIST digits
    (784 dimensions) from ``data/raw/mnist.npz`` (``make setup`` fetches it), when present.
 3. Memory for a growing N: each N in a fresh process that encodes a uint8 image file into a
-   memory-mapped embedding file (:func:`pipeline.embeddings.embed`) and searches it exactly,
+   memory-mapped embedding file (:func:`pipeline.search.embeddings.embed`) and searches it exactly,
    against one that loads every vector into RAM and builds an ``IndexFlatL2``. Peak anonymous
    memory (RssAnon, sampled every 2 ms: what cannot be paged out; mapped file pages are not
    counted since the kernel can drop them) shows that the first stays bounded by one block.
@@ -86,7 +86,7 @@ def exact_comparison(n: int, rounds: int) -> tuple[np.ndarray, np.ndarray]:
     print(f"## Exact search: N = {n} images of {'x'.join(map(str, SHAPE))}, {N_FORGET} queries, K = {K}\n")
     print("| search | seconds (median of %d) | ratio to faiss |\n|---|---|---|" % rounds)
     print(f"| scikit-learn NearestNeighbors brute (fit + kneighbors) | {t_sk:.3f} | {t_sk / t_fa:.1f} |")
-    print(f"| faiss exact (pipeline.knn.exact_search) | {t_fa:.3f} | 1.0 |")
+    print(f"| faiss exact (pipeline.search.neighbours.exact_search) | {t_fa:.3f} | 1.0 |")
     print(f"\nidentical neighbours (same rows, same order): {same}\n")
     return vectors, queries
 

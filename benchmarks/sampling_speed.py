@@ -3,7 +3,7 @@
 The same UNet (the params file's, seeded, or a saved DDPMPipeline with ``--model``; the speed
 does not depend on the weights), scheduler, steps and batch: each measurement samples one batch.
 Each round runs the pipeline (``output_type="np"``) and then every variant of
-:func:`pipeline.sampling.sample` once, so that drift of the machine hits all alike. Prints images
+:func:`pipeline.diffusion.sampler.sample` once, so that drift of the machine hits all alike. Prints images
 per second (median and range over rounds) and the ratio of the medians to the pipeline's, and
 the largest difference between the pipeline's images and the fp32 sampler's (the same noise: 0
 on the CPU). A variant whose ``torch.compile`` fails (no C++ compiler, no Triton) is reported
@@ -28,7 +28,7 @@ from pipeline.diffusion.models import build_scheduler, build_unet, device, load_
 from pipeline.diffusion.sampler import sample
 from pipeline.params.validation import load_params
 
-VARIANTS = {"fp32": {}, **COMPUTE_VARIANTS}  # keyword arguments of pipeline.sampling.sample
+VARIANTS = {"fp32": {}, **COMPUTE_VARIANTS}  # keyword arguments of pipeline.diffusion.sampler.sample
 
 
 def synchronize() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-# keyword arguments of pipeline.sampling.sample and pipeline.training.train, beside plain fp32
+# keyword arguments of pipeline.diffusion.sampler.sample and pipeline.training.loop.train, beside plain fp32
 VARIANTS = {
     "channels_last": {"channels_last": True},
     "bf16": {"precision": "bf16"},

@@ -1,4 +1,4 @@
-"""pipeline.artifacts (atomic writes, checked loads) and pipeline.images.grid."""
+"""pipeline.artifacts (atomic writes, checked loads) and pipeline.diffusion.images.grid."""
 
 import os
 

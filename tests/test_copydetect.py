@@ -1,4 +1,4 @@
-"""pipeline.copydetect: SSCD preprocessing and loading, cosine similarity, and the properties that
+"""pipeline.evaluation.copydetect: SSCD preprocessing and loading, cosine similarity, and the properties that
 the normalized SSCD must have."""
 
 import numpy as np

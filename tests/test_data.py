@@ -1,5 +1,5 @@
-"""pipeline.data: forget images, folder sources, MNIST wheel checks, torchvision sources (a stub
-package), the training set and its CLI."""
+"""pipeline.data (sources, mnist, training_set): forget images, folder sources, MNIST wheel checks,
+torchvision sources (a stub package), the training set and its CLI."""
 
 import gzip
 import hashlib

@@ -1,4 +1,4 @@
-"""Diagnostics (pipeline/diagnostics.py): radial spectrum, gradient norms, draws, the stage."""
+"""Diagnostics (pipeline/evaluation/diagnostics.py): radial spectrum, gradient norms, draws, the stage."""
 
 import copy
 import json

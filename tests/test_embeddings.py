@@ -1,4 +1,4 @@
-"""pipeline.embeddings: the pixel, latent (VAE / VQ-VAE) and TorchScript encoders, and batched embedding."""
+"""pipeline.search.embeddings: the pixel, latent (VAE / VQ-VAE) and TorchScript encoders, and batched embedding."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
-"""Time/frequency selection of the forget term (pipeline/selection.py), against numpy computations
-written from the operator in its module docstring, and the methods that use it (pipeline/methods.py)."""
+"""The forget filter, time and frequency (pipeline/methods/filters.py), against numpy computations
+written from the operator in its module docstring, and the methods that use it
+(pipeline/methods/losses.py)."""
 
 import copy
 import csv
@@ -20,7 +21,7 @@ from pipeline.training.loop import BatchSource, train
 from tests.conftest import alpha_bar
 
 T = 1000
-SELECTABLE = ["neggrad", "erasediff", "siss", "siss_no_is", "retrack"]
+WITH_FORGET_TERM = ["neggrad", "erasediff", "siss", "siss_no_is", "retrack"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -223,24 +224,22 @@ def test_small_tau_approaches_the_hard_window():
     assert differ.tolist() == [t1, t2]  # up to normalisation, only the two edges differ
 
 
-@pytest.mark.parametrize("window", [[0, T], [-1, 5], [6, 5], [T, T]])
-def test_window_outside_range_raises(window):
-    with pytest.raises(UserError, match="window"):
-        ForgetFilter(T, time={"window": window})
-
-
 def test_validate_names_the_method_window(params):
     ok = copy.deepcopy(params)
     ok["methods"]["retrack"].update(time={"window": [0, T - 1], "soft": None}, frequency={"radius": 2})
     validate(ok)
+
+
+@pytest.mark.parametrize("window", [[0, T], [6, 5], [T, T]])
+def test_window_outside_range_names_the_key(params, window):
     bad = copy.deepcopy(params)
-    bad["methods"]["retrack"]["time"] = {"window": [0, T], "soft": None}
+    bad["methods"]["retrack"]["time"] = {"window": window, "soft": None}
     with pytest.raises(UserError) as info:
         validate(bad)
     assert "methods.retrack.time.window" in str(info.value)
 
 
-# --- selection off: bit-identical to the unmodified methods ------------------------------------------
+# --- filter off: bit-identical to the unmodified methods ------------------------------------------
 
 
 def levels(scheduler, t):
@@ -329,8 +328,8 @@ def same(u, v) -> bool:
     return torch.equal(u, v)
 
 
-@pytest.mark.parametrize("name", SELECTABLE)
-def test_selection_off_is_bit_identical(params, scheduler, unet, name):
+@pytest.mark.parametrize("name", WITH_FORGET_TERM)
+def test_filter_off_is_bit_identical(params, scheduler, unet, name):
     cfg = params["methods"][name]
     assert "time" not in cfg and "frequency" not in cfg
     plain = make_method(name, cfg, scheduler)
@@ -384,8 +383,8 @@ class Reference(Method):
         return Losses({"loss": self.fn(net, *self.args[:1], batch, *self.args[1:])})
 
 
-@pytest.mark.parametrize("name", SELECTABLE)
-def test_training_with_selection_off_is_bit_identical(params, scheduler, rng, name):
+@pytest.mark.parametrize("name", WITH_FORGET_TERM)
+def test_training_with_filter_off_is_bit_identical(params, scheduler, rng, name):
     source = tiny_source(rng)
     cfg = params["methods"][name]
     a, _ = trained(params, make_method(name, cfg, scheduler), source)
@@ -401,7 +400,7 @@ def test_training_with_selection_off_is_bit_identical(params, scheduler, rng, na
     assert not torch.equal(flat(a), flat(build_unet(params)))
 
 
-# --- with a selection, the forget term follows the formula -------------------------------------------
+# --- with a filter, the forget term follows the formula -------------------------------------------
 
 FIXED_T = torch.tensor([3, 250, 600, 999])
 
@@ -416,7 +415,7 @@ def fixed_eps(x):
     ({"window": [200, 700], "soft": 40.0}, {"radius": 1.0, "radius_at_T": 4.0}),
     ({"window": [200, 700], "soft": 40.0}, None),
 ])
-def test_neggrad_selected_loss_matches_formula(scheduler, unet, monkeypatch, time, frequency):
+def test_neggrad_filtered_loss_matches_formula(scheduler, unet, monkeypatch, time, frequency):
     monkeypatch.setattr(losses, "random_timesteps", lambda s, like: FIXED_T[: len(like)])
     monkeypatch.setattr(losses, "gaussian_like", fixed_eps)
     s = 0.5
@@ -538,16 +537,16 @@ def test_siss_hard_window_weights_the_shared_t(scheduler, unet, monkeypatch):
     assert torch.equal(on["retain"], off["retain"])  # the retain term is never touched
 
 
-SELECTIONS = {
+FILTERS = {
     "hard": {"time": {"window": [100, 600], "soft": None}, "frequency": {"radius": 2.0, "radius_at_T": None}},
     "soft": {"time": {"window": [100, 600], "soft": 30.0}, "frequency": {"radius": 1.0, "radius_at_T": 4.0}},
 }
 
 
-@pytest.mark.parametrize("kind", sorted(SELECTIONS))
-@pytest.mark.parametrize("name", SELECTABLE)
-def test_every_method_trains_with_a_selection(params, scheduler, rng, name, kind):
-    cfg = {**params["methods"][name], **SELECTIONS[kind]}
+@pytest.mark.parametrize("kind", sorted(FILTERS))
+@pytest.mark.parametrize("name", WITH_FORGET_TERM)
+def test_every_method_trains_with_a_filter(params, scheduler, rng, name, kind):
+    cfg = {**params["methods"][name], **FILTERS[kind]}
     checked = copy.deepcopy(params)
     checked["methods"][name] = cfg
     validate(checked)
@@ -560,4 +559,4 @@ def test_every_method_trains_with_a_selection(params, scheduler, rng, name, kind
     before = flat(build_unet(params))
     assert torch.isfinite(flat(net)).all() and not torch.equal(flat(net), before)
     _, plain = trained(params, make_method(name, params["methods"][name], scheduler), source)
-    assert rows != plain  # the selection changed the forget term (EraseDiff's direction may not change)
+    assert rows != plain  # the filter changed the forget term (EraseDiff's direction may not change)

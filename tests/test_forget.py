@@ -1,5 +1,5 @@
-"""pipeline.forget: choosing the forget set A (every strategy), grouping identical copies, R = X \\ A,
-and the select_forget stage CLI."""
+"""pipeline.data.forget_sets: choosing the forget set A (every strategy), grouping identical copies,
+R = X \\ A, and the forget_set stage CLI."""
 
 import csv
 
@@ -437,7 +437,7 @@ def test_retain_rows_is_complement():
     assert not set(retain.tolist()) & set(forget.tolist())
 
 
-# ---------------------------------------------------------------- the select_forget stage
+# ---------------------------------------------------------------- the forget_set stage
 
 
 def write_stage_inputs(tmp_path, params, rng, **forget):

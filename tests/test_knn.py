@@ -1,4 +1,5 @@
-"""pipeline.knn: exact and approximate L2 neighbours (faiss) against numpy brute force, and the knn stage CLI."""
+"""pipeline.search.neighbours: exact and approximate L2 neighbours (faiss) against numpy brute force,
+and the knn stage CLI."""
 
 import json
 

@@ -1,11 +1,13 @@
 """Each loss against a computation written directly from docs/methods.md, on tiny tensors."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline.methods import losses
-from pipeline.methods.contract import Batch
+from pipeline.methods.contract import Batch, ForgetTermMethod, Losses, Method
 from pipeline.methods.losses import (
     SISS,
     DDPMLoss,
@@ -16,7 +18,8 @@ from pipeline.methods.losses import (
     SISSNoIS,
     rescaled_difference,
 )
-from pipeline.methods.registry import REGISTRY, make_method
+from pipeline.methods.registry import FILTER_KEYS, LOOP_KEYS, REGISTRY, make_method
+from pipeline.params.validation import schema, with_forget_filter
 from pipeline.training.loop import BatchSource, step_direction, train
 from tests.conftest import alpha_bar
 
@@ -385,3 +388,32 @@ def test_loss_and_direction_match_the_definitions(scheduler, per_example_randomn
     for term, value in terms.items():
         assert record[term] == pytest.approx(value.item(), rel=1e-4), term
     torch.testing.assert_close(direction, reference_direction(name, terms, net, hp), rtol=1e-4, atol=1e-6)
+
+
+def test_registry_and_schema_agree():
+    """Each registered method has its params section, whose own keys are its constructor's keyword
+    arguments, and the forget filter's keys exactly when it has a forget term."""
+    sections = schema()["properties"]["methods"]["properties"]
+    assert list(sections) == list(REGISTRY)
+    for name, cls in REGISTRY.items():
+        keys = set(sections[name]["properties"]) - set(LOOP_KEYS)
+        own = set(inspect.signature(cls.__init__).parameters) - {"self", "scheduler", "forget_filter"}
+        assert keys - set(FILTER_KEYS) == own, name
+        assert (set(FILTER_KEYS) <= keys) == issubclass(cls, ForgetTermMethod) == with_forget_filter(name), name
+        assert set(sections[name]["required"]) == {"steps", "batch_size", "lr", *own}, name
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_method_keeps_the_contract(name, params, scheduler):
+    """A method declares what it draws and returns its losses and their figures, never keeps them."""
+    method = make_method(name, params["methods"][name], scheduler)
+    assert isinstance(method, Method) and set(method.needs) <= {"retain", "forget"}
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    batch = Batch(retain=x, forget=x.flip(0), neighbours=torch.stack([x] * 2, 1))
+    out = method(LinearNet(), batch)
+    assert isinstance(out, Losses) and all(v.dim() == 0 for v in out.terms.values())
+    assert all(isinstance(v, float) for v in out.stats.values())
+    grads = {term: torch.ones(3) for term in out.terms}
+    direction, figures = method.combine(grads)
+    assert direction.shape == (3,) and isinstance(figures, dict)
+    assert not any(isinstance(v, dict) for v in vars(method).values())  # no figures left on the object

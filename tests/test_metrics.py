@@ -1,4 +1,4 @@
-"""pipeline.metrics: forget reproduction, nearest-neighbour memorization, and the per-model figures."""
+"""pipeline.evaluation.metrics: forget reproduction, nearest-neighbour memorization, and the per-model figures."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""pipeline.models (UNet/scheduler, on-disk format) and the pretrained branch of pipeline.pretrain."""
+"""pipeline.diffusion.models (UNet/scheduler, on-disk format) and the pretrained branch of the pretrain stage."""
 
 import copy
 

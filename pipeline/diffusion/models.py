@@ -9,7 +9,6 @@ T = ``num_train_timesteps`` (1000), linear betas 1e-4 -> 0.02 and epsilon predic
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import resource
 from pathlib import Path
@@ -19,8 +18,6 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from pipeline.artifacts import atomic_path
 from pipeline.errors import UserError
-
-log = logging.getLogger("pipeline.models")
 
 
 def build_unet(params: dict) -> UNet2DModel:
@@ -122,7 +119,7 @@ def cost_record(seconds: float, steps: int) -> dict:
 
 def compute_settings(params: dict) -> dict:
     """How the UNet runs, from ``params['compute']``, as keyword arguments of
-    :func:`pipeline.sampling.sample` and :func:`pipeline.training.train`: ``precision``, and
+    :func:`pipeline.diffusion.sampler.sample` and :func:`pipeline.training.loop.train`: ``precision``, and
     ``channels_last`` and ``compile`` (false when absent, as in params files older than them)."""
     compute = params["compute"]
     return {"precision": compute["precision"], "channels_last": compute.get("channels_last", False),

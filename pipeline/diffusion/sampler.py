@@ -106,7 +106,7 @@ def sample(unet, scheduler: DDPMScheduler, n: int, steps: int, batch_size: int, 
            precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> np.ndarray:
     """``n`` samples in [0, 1], shape (n, C, H, W), in batches of ``batch_size``, from ``unet``
     on its device; the UNet in ``precision`` (fp32 or bf16), optionally channels_last and compiled
-    (:func:`pipeline.models.prepare`; its weights are back in the default layout on return).
+    (:func:`pipeline.diffusion.models.prepare`; its weights are back in the default layout on return).
     The layout changes happen outside inference mode, so the weights stay ordinary tensors."""
     size = unet.config.sample_size
     shape = (unet.config.in_channels, *((size, size) if isinstance(size, int) else size))

@@ -6,7 +6,7 @@ other. Given by path (``metrics.copy_detection.sscd``, e.g. ``sscd_disc_mixup.to
 images are resized to 288 x 288, grey is repeated to RGB, and ImageNet's mean and std normalize
 them, as in the SSCD evaluation protocol (methods.md). Without that file (its weights cannot be
 downloaded here) the embedding falls back to the penultimate features of the digit classifier
-(:mod:`pipeline.classifier`); every output names the embedding and says ``fallback``. The
+(:mod:`pipeline.evaluation.classifier`); every output names the embedding and says ``fallback``. The
 fallback is not a copy detector: it is blind to what does not change a digit's class.
 
 Normalized SSCD. A low similarity s(r, x) between the reconstruction r and the forget image x

@@ -5,7 +5,7 @@ x_0 to step t (250) of the forward process, x_t = sqrt(abar_t) x_0 + sqrt(1 - ab
 denoise it back to step 0 with the model by DDPM ancestral steps (Ho et al. 2020, Algorithm 2)
 over ``steps`` evenly spaced timesteps t, ..., 0. A model that has memorized x_0 returns it; one
 that has forgotten it returns something else. The reconstructions are compared with x_0 in
-pixels and in an embedding (:mod:`pipeline.copydetect`).
+pixels and in an embedding (:mod:`pipeline.evaluation.copydetect`).
 
 Membership inference (the loss attack of Yeom et al. 2018, as used on diffusion models by
 Carlini et al. 2023): the score of an image x is minus its denoising loss

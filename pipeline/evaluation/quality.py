@@ -4,7 +4,7 @@ FID (Heusel et al. 2017) is the Frechet distance between Gaussian fits of the fe
 samples and of reference images; IS (Salimans et al. 2016) is exp(E_x KL(p(y|x) || p(y))) of a
 classifier's predictions on the samples. ``metrics.quality.features`` picks the network:
 
-- ``classifier``: the digit classifier trained on the retain set (:mod:`pipeline.classifier`),
+- ``classifier``: the digit classifier trained on the retain set (:mod:`pipeline.evaluation.classifier`),
   FID on its penultimate features and IS on its logits, as the MNIST T-shirt protocol of
   SISS/ReTrack scores MNIST samples.
 - ``inception``: torchmetrics' Inception v3 (the FID weights of torch-fidelity), FID on its

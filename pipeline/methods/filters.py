@@ -39,8 +39,6 @@ import functools
 
 import torch
 
-from pipeline.errors import UserError
-
 
 class ForgetFilter:
     """The time window and frequency low-pass of one method's forget term (module doc); with
@@ -49,11 +47,8 @@ class ForgetFilter:
     def __init__(self, num_train_timesteps: int, time: dict | None = None, frequency: dict | None = None):
         self.T = num_train_timesteps
         self.window, self.tau = None, None
-        if time:
-            t1, t2 = time["window"]
-            if not 0 <= t1 <= t2 < self.T:
-                raise UserError(f"time.window: [{t1}, {t2}] must satisfy 0 <= t1 <= t2 < T = {self.T}")
-            self.window, self.tau = (t1, t2), time.get("soft")
+        if time:  # 0 <= t1 <= t2 < T, as pipeline.params.validation checks
+            self.window, self.tau = tuple(time["window"]), time.get("soft")
         self.radius = frequency["radius"] if frequency else None
         self.radius_at_T = frequency.get("radius_at_T") if frequency else None
 

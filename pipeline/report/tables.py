@@ -171,7 +171,7 @@ def notes(metrics: dict, params: dict) -> list[str]:
         f"{metrics['model']}.",
         f"probe: each forget image noised to t = {m['probe']['t']} and denoised by the model, "
         f"{m['probe']['draws']} draws; L2 in [0, 1] pixels; similarity and nSSCD in the embedding "
-        f"{metrics['probe']['embedding']} (nSSCD, pipeline/copydetect.py: 1 = a copy, or no plausible "
+        f"{metrics['probe']['embedding']} (nSSCD, pipeline/evaluation/copydetect.py: 1 = a copy, or no plausible "
         "replacement; lower = replaced by a plausible image unlike the forget image).",
         "MIA AUC: loss-based membership attack, forget images against held-out images; compare with "
         "the retrained row.",

@@ -1,13 +1,13 @@
 """Stage unlearn: one run of one method with one seed, from the pretrained model.
 
-The run is named as its model directory (:class:`pipeline.config.Run`: ``retrack-s0``, a cell
+The run is named as its model directory (:class:`pipeline.params.runs.Run`: ``retrack-s0``, a cell
 of the time/frequency sweep, ``retrack+t250-750+r4-s0``, or with ``experiment.per_image`` a run
 that unlearns forget image 3 alone, ``retrack-s0-i3``: its forget set is that image's copies and its
 retain set everything else, :func:`pipeline.data.forget_of`). The method
-(``pipeline.methods.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
+(``pipeline.methods.registry.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
 a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
 through the one training loop of
-:mod:`pipeline.training` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
+:mod:`pipeline.training.loop` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
 with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time),
 ``cost.json`` (wall time, steps, peak memory: :func:`pipeline.diffusion.models.cost_record`) and, with
 ``checkpoint_every: k``, a DDPMPipeline under ``checkpoints/step-NNNNNN/`` every k steps.

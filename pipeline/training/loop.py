@@ -14,7 +14,6 @@ Resuming: :mod:`pipeline.training.resume`.
 from __future__ import annotations
 
 import copy
-import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,8 +27,6 @@ from pipeline.diffusion.images import to_float
 from pipeline.diffusion.models import autocast, prepare, standard_layout
 from pipeline.methods.contract import Batch, Method
 from pipeline.training.resume import STATE, digest, resume_from, save_state
-
-logger = logging.getLogger("pipeline.training")
 
 
 class BatchSource:
@@ -65,7 +62,7 @@ class BatchSource:
 
 
 class Autocast:
-    """``net`` with its forward pass under bf16 autocast (:func:`pipeline.models.autocast`) and its
+    """``net`` with its forward pass under bf16 autocast (:func:`pipeline.diffusion.models.autocast`) and its
     prediction returned in float32, so that the objectives compute every loss in float32."""
 
     def __init__(self, net: torch.nn.Module, precision: str):
@@ -126,7 +123,7 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
     """Take ``steps`` AdamW steps along ``objective``'s direction, each over ``accumulate``
     micro-batches of ``batch_size``, the direction clipped to global norm ``clip``, the forward
     passes in ``precision`` (fp32, or bf16 autocast), with the weights in channels_last memory
-    format and the forward passes compiled when asked (:func:`pipeline.models.prepare`; the
+    format and the forward passes compiled when asked (:func:`pipeline.diffusion.models.prepare`; the
     batches need no conversion). The objective calls the prepared (perhaps compiled) module, while
     the checkpoints, the resumable state and the result are of ``net`` itself: the same keys as
     without these options (no ``_orig_mod.`` prefix), the result's weights back in the default

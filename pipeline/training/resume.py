@@ -23,7 +23,7 @@ from diffusers.training_utils import EMAModel
 
 from pipeline.artifacts import atomic_path
 
-logger = logging.getLogger("pipeline.training.resume")
+logger = logging.getLogger(__name__)
 STATE = "state.pt"
 
 

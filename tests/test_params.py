@@ -1,11 +1,13 @@
 import copy
+import re
 
 import pytest
 import yaml
 
 from pipeline.errors import UserError
-from pipeline.params.runs import model_names
-from pipeline.params.validation import load_params, validate
+from pipeline.params.runs import RUN_PATTERN, Run, model_names, runs
+from pipeline.params.tracking import STAGE_KEYS, lookup, stage_keys
+from pipeline.params.validation import defaults, load_params, merged, read_changes, resolve, schema, validate
 from tests.conftest import ROOT
 
 
@@ -76,10 +78,6 @@ def test_load_params_names_the_file(tmp_path):
 
 
 # --- run names and the time/frequency sweep ----------------------------------------------------------
-
-import re  # noqa: E402
-
-from pipeline.params.runs import RUN_PATTERN, Run, runs  # noqa: E402
 
 NAMED_RUNS = [
     ("retrack-s0", Run("retrack", 0)),
@@ -205,3 +203,76 @@ def test_benchmark_params_are_valid(name):
     params = load_params(ROOT / "experiments" / name / "params.yaml")
     expected = {"mnist-tshirt": 6 * 3, "cifar10": 5 * 10, "celebahq": 5 * 10}[name]
     assert len(runs(params)) == expected
+
+
+# --- params with defaults: one defaults file, experiments hold only what they change ---------------
+
+
+def leaves(tree: dict, prefix: str = "") -> dict:
+    """Every non-mapping value of ``tree`` by its dotted key."""
+    out = {}
+    for key, value in tree.items():
+        out.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_merged_merges_mappings_and_replaces_everything_else():
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": {"z": 3}, "c": 4}
+    changes = {"a": {"y": [5]}, "b": None, "d": {"w": 6}}
+    assert merged(base, changes) == {"a": {"x": 1, "y": [5]}, "b": None, "c": 4, "d": {"w": 6}}
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": {"z": 3}, "c": 4}  # untouched
+
+
+@pytest.mark.parametrize("path", ["params.yaml", *(f"experiments/{e}/params.yaml" for e in
+                                                   ("mnist-tshirt", "cifar10", "celebahq"))])
+def test_an_experiment_holds_only_what_differs_from_the_defaults(path):
+    changes = leaves(read_changes(ROOT / path))
+    default = leaves(defaults())
+    repeated = sorted(key for key, value in changes.items() if key in default and default[key] == value)
+    assert repeated == [], f"{path} repeats defaults: {repeated}"
+    assert load_params(ROOT / path) == resolve(read_changes(ROOT / path))
+
+
+def test_the_defaults_name_every_key_of_the_schema():
+    """Every key the schema knows has its default (optional keys of a method or an index aside)."""
+    def keys(schema: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for name, sub in schema.get("properties", {}).items():
+            if sub.get("type") == "object" and "properties" in sub and not name.startswith(("time", "frequency")):
+                out |= keys(sub, f"{prefix}{name}.")
+            else:
+                out.add(f"{prefix}{name}")
+        return out
+    optional = {"accumulate", "checkpoint_every", "time", "frequency", "nlist", "nprobe", "hnsw_m", "ef_search",
+                "pq_m", "recall_queries"}
+    default = set(leaves(defaults())) | {k.rsplit(".", 1)[0] for k in leaves(defaults())}
+    missing = sorted(k for k in keys(schema()) if k not in default and k.rsplit(".", 1)[-1] not in optional)
+    assert missing == []
+
+
+def test_empty_params_file_gets_the_defaults_and_one_message(tmp_path):
+    (tmp_path / "params.yaml").write_text("# nothing changed\n")
+    with pytest.raises(UserError, match="forget.strategy: 'injected' needs at least one image in data.inject"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("data: {inject: [{image: tshirt, copies: 3}]}\n")
+    assert load_params(tmp_path / "params.yaml")["methods"] == defaults()["methods"]
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "tests/tiny_params.yaml",
+                                  *(f"experiments/{e}/params.yaml" for e in ("mnist-tshirt", "cifar10", "celebahq"))])
+def test_every_tracked_key_exists(path):
+    params = load_params(ROOT / path)
+    for rule in STAGE_KEYS:
+        wildcards = {"run": runs(params)[0].name}
+        for key in stage_keys(rule, params, wildcards):
+            lookup(params, key)  # a KeyError names a key that no stage could read
+
+
+def test_a_rule_tracks_only_the_keys_its_stage_reads(params):
+    assert stage_keys("report", params) == ["experiment.seeds", "experiment.per_image", "experiment.sweep",
+                                            "metrics.memorization.ratio", "metrics.probe.t", "metrics.probe.draws",
+                                            "metrics.trajectory"]
+    assert "metrics.trajectory" not in stage_keys("metrics", params)
+    assert "metrics.trajectory.deleted_rate" not in stage_keys("trajectory", params)
+    assert stage_keys("unlearn", params, {"run": "siss+t0-499-s1"}) == ["methods.siss", "compute.precision"]
+    assert "pretrain" not in stage_keys("pretrain", {**params, "model": {**params["model"], "source": "pretrained"}})
