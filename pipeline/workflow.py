@@ -147,9 +147,9 @@ def stage_name(job: dict) -> str:
 
 def imported_modules(module: str, seen: set[str] | None = None) -> set[str]:
     """``module`` (a dotted ``pipeline`` module) and every ``pipeline`` module it imports, directly
-    or not, anywhere in its code."""
+    or not, anywhere in its code; not through the modules of :data:`CHECKS_ONLY`."""
     seen = set() if seen is None else seen
-    if module in seen:
+    if module in seen or module in CHECKS_ONLY:
         return seen
     seen.add(module)
     for node in ast.walk(ast.parse(module_file(module).read_text())):
@@ -168,7 +168,7 @@ def code_dependencies(cmd: str, code_dir: str) -> list[str]:
     entry = re.search(r"python -m (pipeline[\w.]+)", cmd)
     if not entry:
         return []
-    modules = imported_modules(entry.group(1)) - set(CHECKS_ONLY)
+    modules = imported_modules(entry.group(1))
     return sorted(f"{code_dir}/{module_file(m).relative_to(PACKAGE).as_posix()}" for m in modules)
 
 

@@ -16,10 +16,11 @@ import yaml
 from PIL import Image
 
 from pipeline.artifacts import load_npz, save_npz
-from pipeline.data import mnist, training_set
+from pipeline.data import mnist, sets
 from pipeline.data.mnist import mnist_from_wheel
+from pipeline.data.sets import load_heldout_set
 from pipeline.data.sources import draw_tshirt, folder_images, forget_image, raw_split
-from pipeline.data.training_set import build_training_set, load_heldout_set, split_heldout
+from pipeline.data.training_set import build_training_set, split_heldout
 from pipeline.diffusion.images import square_resize
 from pipeline.errors import UserError
 from pipeline.params.validation import validate
@@ -694,7 +695,7 @@ def test_build_cli_mnist_writes_heldout_test_digits(tmp_path, params):
     out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
     data_stage.main(["build", "--params", str(p), "--base", str(tmp_path / "mnist.npz"), "--out", str(out),
                "--heldout", str(held)])
-    train = training_set.load_training_set(out)
+    train = sets.load_training_set(out)
     heldout = load_heldout_set(held)
     assert train["images"].shape == (10, 1, 8, 8)
     assert heldout["images"].shape == (5, 1, 8, 8) and heldout["images"].dtype == np.uint8
@@ -758,7 +759,7 @@ def test_build_cli_torchvision_needs_no_base(tmp_path, params, torchvision_stub)
                                                   inject=[{"image": "tshirt", "copies": 2}]))
     out, held = tmp_path / "train.npz", tmp_path / "heldout.npz"
     data_stage.main(["build", "--params", str(p), "--out", str(out), "--heldout", str(held)])
-    assert training_set.load_training_set(out)["images"].shape == (22, 3, 8, 8)
+    assert sets.load_training_set(out)["images"].shape == (22, 3, 8, 8)
     assert load_heldout_set(held)["names"].tolist()[0].startswith("cifar10-test-")
 
 

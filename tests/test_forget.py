@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.artifacts import load_npz, save_npz
 from pipeline.data.forget_sets import choose, choose_memorized
-from pipeline.data.training_set import group_identical, retain_rows
+from pipeline.data.sets import group_identical, retain_rows
 from pipeline.diffusion.models import save_model
 from pipeline.errors import UserError
 from pipeline.stages import forget_set as forget_set_stage
@@ -563,7 +563,7 @@ def test_forget_cli_memorized_writes_evidence(tmp_path, params, rng, monkeypatch
 def test_forget_of_a_per_image_run_is_one_image_with_its_copies(rng):
     """Distinct forget images in row order: row 2 (image 0), rows 5+8 (image 1, identical copies),
     row 6 (image 2); groups as group_identical numbers them (by content, not by row)."""
-    from pipeline.data.training_set import forget_of
+    from pipeline.data.sets import forget_of
 
     images = rng.integers(0, 256, size=(10, 1, 4, 4), dtype=np.uint8)
     images[8] = images[5]

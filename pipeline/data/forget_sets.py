@@ -36,7 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.artifacts import to_csv
-from pipeline.data.training_set import group_identical
+from pipeline.data.sets import group_identical
 from pipeline.diffusion.images import grid, save_labelled_grid, save_png, to_float
 from pipeline.errors import UserError
 from pipeline.search.neighbours import exact_search, nearest_other, range_pairs, temporary_vectors

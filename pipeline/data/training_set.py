@@ -1,5 +1,5 @@
-"""The training set X = base images + injected forget images, the held-out images, and the
-forget set's rows in X.
+"""Building the training set X = base images + injected forget images, and the held-out images,
+from params and the base images (:mod:`pipeline.data.sources`); :mod:`pipeline.data.sets` reads them.
 
 Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for injected rows);
 ``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows; ``names``
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import load_npz
 from pipeline.data.sources import folder_images, forget_image, raw_split, resize_images
 from pipeline.errors import UserError
-from pipeline.params.runs import REFERENCE_MODELS, Run
 
 
 def split_heldout(params: dict, base: Path | None) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -86,47 +84,3 @@ def build_training_set(params: dict, base: Path | None) -> tuple[dict[str, np.nd
     train = {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
              "injected": np.concatenate(part_injected), "names": np.concatenate(part_names)}
     return train, dict(zip(("images", "labels", "names"), heldout))
-
-
-def load_training_set(path: str | Path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("images", "labels", "injected", "names"))
-
-
-def group_identical(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each image, the index of its group of byte-identical images, and one member per group."""
-    flat = images.reshape(len(images), -1)
-    _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-    return group.reshape(-1), first
-
-
-def load_heldout_set(path: str | Path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("images", "labels", "names"))
-
-
-def load_forget_set(path) -> dict[str, np.ndarray]:
-    """The forget set A written by the forget_set stage (:mod:`pipeline.data.forget_sets`)."""
-    return load_npz(path, ("rows", "group", "distinct"))
-
-
-def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
-    """R = X \\ A as rows of X."""
-    return np.setdiff1d(np.arange(n), forget_rows)
-
-
-def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, dict | None]:
-    """The forget set that ``model`` unlearns and is judged on, with its neighbours from the knn
-    stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.params.runs.Run`) the ``image``-th
-    distinct forget image in row order with its identical copies, so that its retain set is
-    everything else, the other forget images included; for every other model the whole set."""
-    image = None if model in REFERENCE_MODELS else Run.parse(model).image
-    if image is None:
-        return forget, knn
-    order = np.argsort(forget["distinct"])
-    if image >= len(order):
-        raise UserError(f"{model}: forget image {image} asked for, but the forget set has {len(order)} distinct "
-                        "images (identical images merge into one; experiment.per_image counts them from params)")
-    group = order[image]
-    copies = forget["group"] == group
-    one = {"rows": forget["rows"][copies], "group": np.zeros(int(copies.sum()), dtype=np.int64),
-           "distinct": forget["distinct"][[group]]}
-    return one, None if knn is None else {key: value[[group]] for key, value in knn.items()}

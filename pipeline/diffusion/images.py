@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import atomic_path, load_npz
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -80,3 +80,8 @@ def save_labelled_grid(path: str | Path, images: np.ndarray, ncols: int, row_lab
     ax.set_title(title, fontsize=9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+
+
+def load_samples(path) -> np.ndarray:
+    """The samples a sample stage wrote: float32 (N, C, H, W) in [0, 1]."""
+    return load_npz(path, ("samples",))["samples"]

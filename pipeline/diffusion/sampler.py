@@ -20,7 +20,6 @@ import torch
 from diffusers import DDPMScheduler
 from tqdm import tqdm
 
-from pipeline.artifacts import load_npz
 from pipeline.diffusion.models import autocast, prepare, standard_layout
 
 VARIANCES = ("fixed_small", "fixed_large")
@@ -137,7 +136,3 @@ def chains(net, plan: list[AncestralStep], shape: tuple[int, ...], n: int, batch
         out.append(((x.clamp(-1, 1) + 1) / 2).cpu().numpy())
     bar.close()
     return np.concatenate(out).astype(np.float32)
-
-
-def load_samples(path) -> np.ndarray:
-    return load_npz(path, ("samples",))["samples"]

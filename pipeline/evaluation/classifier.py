@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import trange
 
 from pipeline.artifacts import atomic_path
-from pipeline.data.training_set import retain_rows
+from pipeline.data.sets import retain_rows
 from pipeline.diffusion.images import to_float
 from pipeline.errors import UserError
 

@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 import torch
 
-from pipeline.data.training_set import group_identical, retain_rows
+from pipeline.data.sets import group_identical, retain_rows
 from pipeline.diffusion.images import to_float
 from pipeline.evaluation.copydetect import Embedding, classifier_embedding, normalized_sscd, sscd_embedding
 from pipeline.evaluation.likelihood import ProbabilityFlowNLL

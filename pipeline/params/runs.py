@@ -33,7 +33,7 @@ class Run:
     """One unlearning run: a method, a seed, for a cell of the time/frequency sweep the forget
     term's hard time window and low-pass radius (:mod:`pipeline.methods.filters`) and, with
     ``experiment.per_image``, the one forget image it unlearns (its position among the distinct
-    forget images in row order, :func:`pipeline.data.training_set.forget_of`). Its name is its model directory
+    forget images in row order, :func:`pipeline.data.sets.forget_of`). Its name is its model directory
     under models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``, ``retrack-s0-i3``."""
 
     method: str

@@ -35,7 +35,6 @@ import numpy as np
 from faiss.contrib.exhaustive_search import range_ground_truth
 from tqdm import tqdm
 
-from pipeline.artifacts import load_npz
 from pipeline.errors import UserError
 from pipeline.search.embeddings import Encoder, embed, pixels
 
@@ -259,7 +258,3 @@ def neighbours(directory: str | Path, query_images: np.ndarray, k: int, encode: 
     with temporary_vectors(query_images, encode, batch_size) as queries:
         pos, dist = approx.search(queries, k) if approx else exact_search(vectors, queries, k)
     return rows[pos], dist
-
-
-def load_knn(path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("neighbours", "distances"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 from pipeline.artifacts import save_json, setup_logging
-from pipeline.data.training_set import load_forget_set, load_heldout_set, load_training_set
+from pipeline.data.sets import load_forget_set, load_heldout_set, load_training_set
 from pipeline.diffusion.models import device
 from pipeline.evaluation.classifier import heldout_accuracy, labelled_retain, save_classifier, train_classifier
 from pipeline.params.validation import load_params

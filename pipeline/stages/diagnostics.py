@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch  # noqa: E402
 
 from pipeline.artifacts import save_json, setup_logging  # noqa: E402
-from pipeline.data.training_set import forget_of, load_forget_set, load_training_set  # noqa: E402
+from pipeline.data.sets import forget_of, load_forget_set, load_training_set  # noqa: E402
 from pipeline.diffusion.images import to_float  # noqa: E402
 from pipeline.diffusion.models import device, load_model  # noqa: E402
 from pipeline.evaluation.diagnostics import diagnose, figure

@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline.artifacts import save_npz, save_text, setup_logging
 from pipeline.data.forget_sets import choose, save_figure, table
-from pipeline.data.training_set import group_identical, load_training_set
+from pipeline.data.sets import group_identical, load_training_set
 from pipeline.diffusion.models import compute_settings, device, load_model
 from pipeline.diffusion.sampler import sample
 from pipeline.errors import UserError

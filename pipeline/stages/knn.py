@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.artifacts import atomic_path, save_npz, setup_logging
-from pipeline.data.training_set import load_forget_set, load_training_set, retain_rows
+from pipeline.data.sets import load_forget_set, load_training_set, retain_rows
 from pipeline.diffusion.images import save_labelled_grid, to_float
 from pipeline.params.validation import load_params
 from pipeline.search.embeddings import encoder

@@ -27,16 +27,15 @@ reconstructions (``noised``, ``reconstructions``: (m, draws, C, H, W) in [0, 1])
 from __future__ import annotations
 
 from pipeline.artifacts import save_json, save_npz, setup_logging
-from pipeline.data.training_set import forget_of, load_forget_set, load_heldout_set, load_training_set
+from pipeline.data.sets import forget_of, load_forget_set, load_heldout_set, load_knn, load_training_set
+from pipeline.diffusion.images import load_samples
 from pipeline.diffusion.models import device, load_model
-from pipeline.diffusion.sampler import load_samples
 from pipeline.errors import UserError
 from pipeline.evaluation.classifier import load_classifier
 from pipeline.evaluation.metrics import cost, embedding_for, evaluate_model, evaluate_samples
 from pipeline.evaluation.quality import check_setup
 from pipeline.params.inputs import needs_classifier
 from pipeline.params.validation import load_params
-from pipeline.search.neighbours import load_knn
 from pipeline.stages.command import cli, stage_args
 
 

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from pipeline.artifacts import setup_logging
-from pipeline.data.training_set import load_forget_set, load_training_set, retain_rows
+from pipeline.data.sets import load_forget_set, load_training_set, retain_rows
 from pipeline.diffusion.models import check_matches_data, cost_record, load_model, save_model
 from pipeline.params.validation import load_params
 from pipeline.stages.command import cli, stage_args

@@ -24,9 +24,11 @@ import argparse
 from pathlib import Path
 
 from pipeline.artifacts import load_json, load_npz, save_json, save_text, setup_logging, to_csv  # noqa: E402
-from pipeline.data.training_set import load_forget_set, load_training_set  # noqa: E402
-from pipeline.diffusion.images import to_float  # noqa: E402
-from pipeline.diffusion.sampler import load_samples  # noqa: E402
+from pipeline.data.sets import load_forget_set, load_training_set  # noqa: E402
+from pipeline.diffusion.images import (
+    load_samples,  # noqa: E402
+    to_float,  # noqa: E402
+)
 from pipeline.params.runs import REFERENCE_MODELS  # noqa: E402
 from pipeline.params.validation import load_params  # noqa: E402
 from pipeline.report.figures import pareto_figure, probe_figure, samples_figure, steps_figure, sweep_figure

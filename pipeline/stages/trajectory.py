@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.artifacts import save_text, setup_logging, to_csv
-from pipeline.data.training_set import forget_of, load_forget_set, load_training_set
+from pipeline.data.sets import forget_of, load_forget_set, load_training_set
 from pipeline.evaluation.classifier import load_classifier
 from pipeline.evaluation.quality import check_setup
 from pipeline.evaluation.trajectory import trajectory

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from pipeline.artifacts import atomic_path, setup_logging
-from pipeline.data.training_set import forget_of, load_forget_set, load_training_set, retain_rows
+from pipeline.data.sets import forget_of, load_forget_set, load_knn, load_training_set, retain_rows
 from pipeline.diffusion.models import (
     check_matches_data,
     compute_settings,
@@ -42,7 +42,6 @@ from pipeline.methods.contract import ForgetTermMethod
 from pipeline.methods.registry import make_method
 from pipeline.params.runs import Run, runs
 from pipeline.params.validation import load_params
-from pipeline.search.neighbours import load_knn
 from pipeline.stages.command import cli, stage_args
 from pipeline.training.loop import BatchSource, train
 from pipeline.training.resume import resume_dir
