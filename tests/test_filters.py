@@ -94,13 +94,13 @@ def test_low_pass_keeps_exactly_the_components_within_the_radius(rng, shape, rad
     h, w = shape
     images, parts = sinusoid_batch(h, w, rng)
     kept = sum(p for (ky, kx), p in parts.items() if np.hypot(ky, kx) <= radius)
-    selection = ForgetFilter(T, frequency={"radius": radius})
+    forget_filter = ForgetFilter(T, frequency={"radius": radius})
     x, t = torch.tensor(images, dtype=torch.float32), torch.zeros(2, dtype=torch.long)
-    out = selection.low_pass(x, t)
+    out = forget_filter.low_pass(x, t)
     assert out.dtype == torch.float32 and not out.is_complex() and out.shape == x.shape
     np.testing.assert_allclose(out.numpy(), kept, atol=1e-5)
     # Parseval: the selected squared norm is the energy of the kept part
-    np.testing.assert_allclose(selection.sq_norm(x, t).numpy(), (kept**2).sum(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(forget_filter.sq_norm(x, t).numpy(), (kept**2).sum(axis=(1, 2, 3)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (8, 12)])

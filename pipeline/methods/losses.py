@@ -171,9 +171,13 @@ class SISS(RescaledForgetGradient):
         L_a  = mean_b w_a L(pred, (m_t - gamma_t a) / sigma_t),     pred = eps_theta(m_t, t)
         g    = grad L_x - (scaling_norm / ||grad L_a||) grad L_a
 
-    The weights are computed as log w = -logsumexp(...) of the log terms (log 0 = -inf for
-    lam in {0, 1}), never as a ratio of exponentials: the reference code's exp(d) overflows for
-    small t and large images, giving inf / inf = NaN. Its ``stats`` report the weights' ranges.
+    The weights are computed in log space, log w = -logaddexp(...) of the log terms (log 0 = -inf
+    for lam in {0, 1}), from d_x and d_a formed in float64. Overflow is not the reason: in the
+    reference form an overflowing exp gives 1 / (c + inf) = 0, the correct limit. The reasons are
+    precision and dtype: at small t, d_x and d_a are each of order ||m_t||^2 / (2 sigma_t^2), very
+    large, and nearly cancel, so d_x - d_a computed in float32 keeps few correct digits; and the
+    ReTrack code's SISS fails outright on bf16 inputs, while here the weights never depend on the
+    dtype of the forward pass. Its ``stats`` report the weights' ranges.
     """
 
     def __init__(self, scheduler: DDPMScheduler, lam: float, scaling_norm: float,

@@ -153,9 +153,8 @@ def sweep_figure(path: Path, grids: dict, sweep: dict, n_seeds: int) -> None:
             ax.set_ylabel("time window of the forget term", fontsize=8)
             ax.set_title(f"{method}: {titles[key]}", fontsize=9)
             fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(f"Time/frequency selection sweep, mean over {n_seeds} seed(s) (± std in table.md)\n"
-                 "(none, none) is the method itself",
-                 fontsize=10)
+    fig.suptitle(f"Forget filter sweep, mean over {n_seeds} seed(s) (± std in table.md)\n"
+                 "(none, none) is the method itself", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

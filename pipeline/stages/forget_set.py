@@ -24,8 +24,8 @@ Strategies (``forget.strategy``), as deletion requests arrive:
 
 Outputs: ``forget.npz`` with ``rows`` (rows of X in A), ``group`` (for each row of A, which
 distinct image it is: identical copies share one group) and ``distinct`` (one row of X per group);
-a selection table (CSV, one line per selected distinct image: its row, name, label, copies and the
-strategy's evidence); and a PNG of the selected images, for ``memorized`` each one beside the
+the forget set's table (CSV, one line per chosen distinct image: its row, name, label, copies and
+the strategy's evidence); and a PNG of the chosen images, for ``memorized`` each one beside the
 samples that reproduced it (closest first).
 """
 
