@@ -25,7 +25,7 @@ from variants import VARIANTS as COMPUTE_VARIANTS
 from variants import try_variants
 
 from pipeline.diffusion.models import build_scheduler, build_unet, device, load_model
-from pipeline.diffusion.sampler import sample
+from pipeline.diffusion.sampler import sample, sample_generators
 from pipeline.params.validation import load_params
 
 VARIANTS = {"fp32": {}, **COMPUTE_VARIANTS}  # keyword arguments of pipeline.diffusion.sampler.sample
@@ -37,7 +37,7 @@ def synchronize() -> None:
 
 
 def pipeline_images(pipe: DDPMPipeline, batch: int, steps: int) -> np.ndarray:
-    out = pipe(batch_size=batch, generator=torch.Generator().manual_seed(0), num_inference_steps=steps,
+    out = pipe(batch_size=batch, generator=sample_generators(0, range(batch)), num_inference_steps=steps,
                output_type="np")
     return out.images.transpose(0, 3, 1, 2)
 

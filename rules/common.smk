@@ -1,9 +1,10 @@
 # Shared by every file of rules: the experiment's params, its names, helpers.
 import json
 import sys
+from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.params.inputs import external_files, needs_classifier
+from pipeline.params.inputs import external_files, missing_inputs, needs_classifier
 from pipeline.params.runs import RUN_PATTERN, Run, model_names, runs
 from pipeline.params.tracking import lookup, stage_keys
 from pipeline.params.validation import read_changes, resolve
@@ -18,6 +19,12 @@ except UserError as exc:
 # --configfile on the command line would silently disagree with what the stages read.
 if config != (read_changes("params.yaml") or {}):
     sys.exit("error: the stages read params.yaml; edit it instead of passing --config/--configfile")
+
+# Files from outside the workflow must exist whatever outputs already do (Snakemake would keep
+# outputs made from a file that is gone); one message names the file and its key.
+MISSING = missing_inputs(PARAMS, Path.cwd())
+if MISSING:
+    sys.exit(f"error: params.yaml: {MISSING[0]}")
 
 MODELS = model_names(PARAMS)
 EXTERNAL = external_files(PARAMS)  # files from outside the workflow, inputs of the rules that read them

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from pipeline.diffusion.models import build_scheduler, build_unet
+from pipeline.params.validation import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).with_name("tiny_params.yaml")
@@ -14,8 +15,9 @@ TINY = Path(__file__).with_name("tiny_params.yaml")
 
 @pytest.fixture
 def params() -> dict:
-    """A fresh copy of the tiny experiment's params (8x8 grey images, 2-level UNet)."""
-    return yaml.safe_load(TINY.read_text())
+    """A fresh copy of the tiny experiment's complete params (8x8 grey images, 2-level UNet), merged
+    over the defaults as the stages read them."""
+    return resolve(yaml.safe_load(TINY.read_text()))
 
 
 @pytest.fixture

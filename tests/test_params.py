@@ -46,8 +46,7 @@ def error_of(params) -> str:
         (lambda p: p["forget"].update(strategy="label"), "forget.label: required"),
         (lambda p: p["model"]["unet"].update(attention=[True]), "model.unet.attention: needs one entry per"),
         (lambda p: p["forget"].update(strategy="files"), "forget.files: required"),
-        (lambda p: p["forget"].update(strategy="memorized"), "forget.memorized: required"),
-        (lambda p: p["forget"].update(strategy="random"), "forget.random: required"),
+        (lambda p: p["forget"].update(strategy="random", random=None), "forget.random: got None, expected type object"),
         (lambda p: p["forget"].update(strategy="everything"), "forget.strategy: got 'everything', expected one of"),
         (lambda p: p["forget"].update(duplicated={"threshold": 0.1, "min_size": 1, "max_clusters": 2}),
          "forget.duplicated.min_size: 1 is less than the minimum of 2"),
@@ -276,3 +275,24 @@ def test_a_rule_tracks_only_the_keys_its_stage_reads(params):
     assert "metrics.trajectory.deleted_rate" not in stage_keys("trajectory", params)
     assert stage_keys("unlearn", params, {"run": "siss+t0-499-s1"}) == ["methods.siss", "compute.precision"]
     assert "pretrain" not in stage_keys("pretrain", {**params, "model": {**params["model"], "source": "pretrained"}})
+
+
+# --- what params alone decide about the size of the data is checked before any compute -------------
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda p: p["knn"].update(k=301), "knn.k: 301 neighbours asked for, but the retain set has at most 300 images"),
+    (lambda p: (p["forget"].update(strategy="random"), p["knn"].update(k=298)), None),  # 300 + 30 - 10 = 320
+    (lambda p: (p["forget"].update(strategy="random"), p["knn"].update(k=321)), "the retain set has at most 320"),
+    (lambda p: p["forget"].update(strategy="random", random={"k": 300, "seed": 0}), "forget.random.k: 300 images"),
+    (lambda p: p["data"].update(heldout=10001), "data.heldout: 10001 held-out images requested, but the test split"),
+    (lambda p: p["data"]["source"].update(limit=None) or p["knn"].update(k=60001), "at most 60000 images"),
+    (lambda p: p["data"].update(source={"kind": "folder", "path": "x", "limit": None}) or p["knn"].update(k=10**6),
+     None),  # a folder's size is known only from its files: the knn stage checks it
+])
+def test_data_sizes_that_params_fix_are_checked_before_compute(params, edit, expected):
+    edit(params)
+    if expected is None:
+        validate(params)
+    else:
+        assert expected in error_of(params)

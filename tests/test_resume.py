@@ -2,6 +2,7 @@
 saved state and run again ends with the same weights, log and checkpoints as an uninterrupted one."""
 
 
+import json
 import logging
 import os
 import signal
@@ -110,7 +111,7 @@ def test_state_of_another_run_is_discarded(tmp_path, params, scheduler, images, 
 def test_resume_every_zero_saves_nothing(tmp_path, params, scheduler, images, one_torch_thread):
     reference, _, _ = run(params, scheduler, images, "pretrain")
     again, _, _ = run(params, scheduler, images, "pretrain", resume=tmp_path / "resume", resume_every=0)
-    assert torch.equal(again, reference) and not (tmp_path / "resume").exists()
+    assert torch.equal(again, reference) and not (tmp_path / "resume" / STATE).exists()  # only the attempts
 
 
 def test_resume_dir_is_outside_the_outputs(tmp_path, monkeypatch):
@@ -204,6 +205,14 @@ def test_killed_stage_resumes_to_the_same_model(workdir, stage, monkeypatch, one
     assert_same_model(out, workdir / "models/reference")
     assert (out / "train_log.csv").read_text() == (workdir / "models/reference/train_log.csv").read_text()
     assert not (workdir / "resume/models/killed").exists()
+    # the cost of both attempts: the killed one up to its saved state, then the rerun to the end
+    cost = json.loads((out / "cost.json").read_text())
+    killed, rerun_ = cost["attempts"]
+    assert killed["first_step"] == 0 and killed["last_step"] == rerun_["first_step"] > 0
+    assert rerun_["last_step"] == cost["steps"] == STAGE_STEPS
+    assert cost["wall_time_s"] == pytest.approx(killed["wall_time_s"] + rerun_["wall_time_s"], abs=0.011)
+    assert cost["peak_rss_mib"] == max(killed["peak_rss_mib"], rerun_["peak_rss_mib"])
+    assert len(json.loads((workdir / "models/reference/cost.json").read_text())["attempts"]) == 1
     if stage == "unlearn":
         steps = [f"step-{s:06d}" for s in range(2, STAGE_STEPS, 2)]
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == steps

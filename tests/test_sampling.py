@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from pipeline.diffusion.sampler import ancestral_steps, sample
+from pipeline.diffusion.sampler import ancestral_steps, sample, sample_generators
 
 # torch.compile's CPU backend (inductor) builds C++ with $CXX, else g++
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
@@ -22,21 +22,33 @@ SCHEDULERS = {  # DDPMScheduler settings other than the project's (leading spaci
 
 
 def pipeline_images(unet, scheduler, n, steps, seed):
+    """DDPMPipeline's images with one generator per image, seeded as the project's sampler seeds them."""
     pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(seed)
-    return pipe(batch_size=n, generator=generator, num_inference_steps=steps, output_type="np").images
+    generators = sample_generators(seed, range(n))
+    return pipe(batch_size=n, generator=generators, num_inference_steps=steps, output_type="np").images
 
 
 @pytest.mark.parametrize("settings", SCHEDULERS.values(), ids=SCHEDULERS.keys())
 @pytest.mark.parametrize("steps", [5, 7])
 def test_matches_diffusers_ddpm_pipeline(unet, scheduler, settings, steps):
-    """One batch: the same generator draws as DDPMPipeline, so the very same images (7 steps do not
-    divide T = 1000: t' = t - 142)."""
+    """The same per-image generators draw as in DDPMPipeline, so the very same images, in one batch
+    or in two (7 steps do not divide T = 1000: t' = t - 142)."""
     scheduler = DDPMScheduler.from_config(scheduler.config, **settings)
-    ours = sample(unet, scheduler, n=3, steps=steps, batch_size=3, seed=4)
     theirs = pipeline_images(unet, scheduler, 3, steps, seed=4)
-    np.testing.assert_allclose(ours.transpose(0, 2, 3, 1), theirs, atol=1e-5, rtol=0)
+    for batch_size in (3, 2):
+        ours = sample(unet, scheduler, n=3, steps=steps, batch_size=batch_size, seed=4)
+        np.testing.assert_allclose(ours.transpose(0, 2, 3, 1), theirs, atol=1e-5, rtol=0)
+
+
+def test_a_sample_does_not_depend_on_the_batch_size_or_the_split(unet, scheduler):
+    """Sample i is the same in any batch size, and when samples i.. are drawn by another job."""
+    whole = sample(unet, scheduler, n=7, steps=4, batch_size=7, seed=1)
+    for batch_size in (1, 3, 4):
+        np.testing.assert_allclose(sample(unet, scheduler, n=7, steps=4, batch_size=batch_size, seed=1), whole,
+                                   atol=1e-5, rtol=0)  # floating point: batched convolutions
+    assert not np.allclose(whole[0], whole[1])  # each sample its own noise
+    assert not np.allclose(sample(unet, scheduler, n=7, steps=4, batch_size=7, seed=2), whole)
 
 
 @pytest.mark.parametrize("settings", SCHEDULERS.values(), ids=SCHEDULERS.keys())

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.diffusion.models import build_unet, load_model, save_model
 from pipeline.methods.losses import DDPMLoss, ReTrack
-from pipeline.training.loop import BatchSource, step_direction, train
+from pipeline.training.loop import BatchSource, optimizer_settings, step_direction, train
 from pipeline.training.resume import STATE
 
 
@@ -172,3 +172,34 @@ def test_compiled_training_is_close_to_eager_and_returns_the_plain_module(tmp_pa
     assert type(compiled) is type(eager) and compiled.state_dict().keys() == eager.state_dict().keys()
     torch.testing.assert_close(weights(compiled), weights(eager), atol=1e-4, rtol=0)
     assert load_model(tmp_path / "compiled" / "2")[0].state_dict().keys() == eager.state_dict().keys()
+
+
+def test_the_optimizer_is_adamw_with_the_params_settings(params, scheduler, monkeypatch):
+    """train() builds AdamW with the section's betas, weight decay and eps: the reference codes'
+    DDPM settings for unlearning (docs/methods.md), torch's defaults for pretraining."""
+    made = []
+    real = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda *a, **kw: made.append(kw) or real(*a, **kw))
+    images = np.random.default_rng(0).integers(0, 256, (12, 1, 8, 8), dtype=np.uint8)
+    source = BatchSource(images, retain_rows=np.arange(12))
+    for section in (params["methods"]["naive"], params["pretrain"]):
+        train(build_unet(params), DDPMLoss(scheduler), source, steps=1, batch_size=2, lr=1e-3, seed=0,
+              **optimizer_settings(section))
+    assert made[0] == {"lr": 1e-3, "betas": (0.95, 0.999), "weight_decay": 1e-6, "eps": 1e-8}
+    assert made[1] == {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.01, "eps": 1e-8}
+
+
+def test_weight_decay_is_adamws_decoupled_decay(params, scheduler):
+    """One step from the same weights and batch with and without weight decay differ by exactly
+    lr * weight_decay * p0 (AdamW: p <- p (1 - lr wd) - lr m / (sqrt(v) + eps))."""
+    images = np.random.default_rng(0).integers(0, 256, (12, 1, 8, 8), dtype=np.uint8)
+    source = BatchSource(images, retain_rows=np.arange(12))
+    lr, wd = 1e-2, 0.5
+    flat = []
+    for decay in (0.0, wd):
+        torch.manual_seed(0)
+        net = build_unet(params)
+        p0 = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+        net, _ = train(net, DDPMLoss(scheduler), source, steps=1, batch_size=2, lr=lr, seed=0, weight_decay=decay)
+        flat.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    torch.testing.assert_close(flat[0] - flat[1], lr * wd * p0, rtol=1e-4, atol=1e-7)

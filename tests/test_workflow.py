@@ -203,6 +203,24 @@ def test_key_order_and_formatting_of_params_never_rerun(snakemake_run):
     assert "Nothing to be done" in plan, plan
 
 
+def test_a_missing_input_file_stops_the_run_whatever_outputs_exist(snakemake_run):
+    """After a complete run, data.inject names a file that does not exist: the run stops before
+    any job, naming the file and its key, and keeps every output."""
+    w = snakemake_run
+    good = (w / "params.yaml").read_text()
+    before = output_mtimes(w)
+    params = yaml.safe_load(good)
+    params["data"]["inject"][0]["image"] = "no/such/tshirt.png"
+    (w / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        result = snakemake(w, check=False)
+    finally:
+        (w / "params.yaml").write_text(good)
+    assert result.returncode != 0
+    assert "data.inject[0].image: no/such/tshirt.png: no such file or directory" in result.stdout + result.stderr
+    assert output_mtimes(w) == before
+
+
 def test_corrupt_checkpoint_is_named(snakemake_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(snakemake_run / "models/pretrained", broken)
@@ -260,6 +278,11 @@ def test_dvc_repro_runs_the_same_stages_with_the_same_numbers(snakemake_run, tmp
     (w / "params.yaml").write_text(yaml.safe_dump(changed))
     ran = re.findall(r"Running stage '([^']+)'", run(w, "dvc", "repro").stdout)
     assert ran == ["params", "report"], ran
+    # the same values in another key order and format: only the params stage runs, to find nothing changed
+    (w / "params.yaml").write_text(yaml.safe_dump({key: changed[key] for key in reversed(list(changed))},
+                                                  sort_keys=False, default_flow_style=True))
+    ran = re.findall(r"Running stage '([^']+)'", run(w, "dvc", "repro").stdout)
+    assert ran == ["params"], ran
 
 
 # --- the benchmarks' shape: a pretrained pipeline, an image folder, one run per forget image ----------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 from pathlib import Path
 
 import torch
@@ -105,16 +104,6 @@ def device() -> torch.device:
         return torch.device("cuda")
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return torch.device("cpu")
-
-
-def cost_record(seconds: float, steps: int) -> dict:
-    """What a training or unlearning job cost: wall time, optimizer steps, and peak memory, as the
-    process's peak resident set size (everything it held: data, model, optimizer, activations)
-    and, on a GPU, the peak memory torch allocated there."""
-    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"wall_time_s": round(seconds, 2), "steps": steps,
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_cuda_mib": None if cuda is None else round(cuda, 1)}
 
 
 def compute_settings(params: dict) -> dict:

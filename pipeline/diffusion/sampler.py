@@ -1,11 +1,13 @@
 """The sampler: N seeded samples from one model.
 
 DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) with ``sampling.steps`` inference steps
-of the model's own DDPMScheduler (50 for MNIST in the SISS/ReTrack protocol), in batches. The
-initial noise and every ancestral step's noise come from one generator seeded with
-``sampling.seed``, so all models start from the same noise and their samples pair up. The update
+of the model's own DDPMScheduler (50 for MNIST in the SISS/ReTrack protocol), in batches. Each
+sample's initial noise and every ancestral step's noise come from its own generator, seeded from
+``sampling.seed`` and the sample's index, so all models start from the same noise and their
+samples pair up, and a sample does not depend on the batch size or on how the work is split. The update
 is ``DDPMScheduler.step``'s, its coefficients computed once per run (:func:`ancestral_steps`),
-and draws its noise in ``DDPMPipeline``'s order: one batch gives the pipeline's images. How the
+and draws its noise in ``DDPMPipeline``'s order: given one generator per image, the pipeline gives
+the same images. How the
 UNet runs comes from ``compute`` (:func:`pipeline.diffusion.models.compute_settings`): ``precision`` (bf16:
 its forward passes under bfloat16 autocast; the update stays in float32), ``channels_last`` and
 ``compile`` (:func:`pipeline.diffusion.models.prepare`).
@@ -93,11 +95,20 @@ def ancestral_steps(scheduler: DDPMScheduler, steps: int) -> list[AncestralStep]
     return plan
 
 
-def normal(shape: tuple[int, ...], generator: torch.Generator, dev: torch.device) -> torch.Tensor:
-    """z ~ N(0, I) of ``shape``, drawn on the CPU by ``generator`` (the same numbers on every
-    device) and sent to ``dev``: to a GPU from pinned memory without blocking, so that the host
-    goes on queueing the UNet's kernels instead of waiting for the GPU at every step."""
-    z = torch.randn(shape, generator=generator)
+def sample_generators(seed: int, indices: range) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded from (``seed``, the sample's index) through numpy's
+    ``SeedSequence``: sample i's noise depends on nothing else (not the batch size, the number of
+    jobs or devices), and distinct indices get independent streams."""
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0]))
+            for i in indices]
+
+
+def normal(shape: tuple[int, ...], generators: list[torch.Generator], dev: torch.device) -> torch.Tensor:
+    """z ~ N(0, I) of ``shape`` = (len(generators), ...), row i drawn on the CPU by generator i
+    (the same numbers on every device) and sent to ``dev``: to a GPU from pinned memory without
+    blocking, so that the host goes on queueing the UNet's kernels instead of waiting for the GPU
+    at every step."""
+    z = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
     return z.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else z
 
 
@@ -118,20 +129,20 @@ def sample(unet, scheduler: DDPMScheduler, n: int, steps: int, batch_size: int, 
 
 def chains(net, plan: list[AncestralStep], shape: tuple[int, ...], n: int, batch_size: int, seed: int,
            precision: str) -> np.ndarray:
-    """Run ``plan`` on ``n`` chains of images of ``shape``, ``batch_size`` at a time. One generator
-    seeded with ``seed`` draws, batch after batch, x_T and then each step's z, as ``DDPMPipeline``
-    does for its one batch."""
+    """Run ``plan`` on ``n`` chains of images of ``shape``, ``batch_size`` at a time. Chain i's
+    generator (:func:`sample_generators`) draws its x_T and then each step's z, as ``DDPMPipeline``
+    does with a list of generators, one per image: a sample is the same whatever the batch size."""
     dev = next(net.parameters()).device
-    generator = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     bar = tqdm(total=n * len(plan), desc="sample", unit="img-step", mininterval=5)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        x = normal((b, *shape), generator, dev)
+        generators = sample_generators(seed, range(start, start + b))
+        x = normal((b, *shape), generators, dev)
         for step in plan:
             with autocast(precision, dev):
                 eps = net(x, torch.full((b,), step.t, device=dev)).sample
-            x = step(x, eps.float(), normal(x.shape, generator, dev) if step.t > 0 else None)
+            x = step(x, eps.float(), normal(x.shape, generators, dev) if step.t > 0 else None)
             bar.update(b)
         out.append(((x.clamp(-1, 1) + 1) / 2).cpu().numpy())
     bar.close()

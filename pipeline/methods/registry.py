@@ -23,7 +23,7 @@ REGISTRY: dict[str, type[Method]] = {
     "siss_no_is": SISSNoIS,
     "retrack": ReTrack,
 }
-LOOP_KEYS = ("steps", "batch_size", "lr", "accumulate", "checkpoint_every")
+LOOP_KEYS = ("steps", "batch_size", "lr", "betas", "weight_decay", "eps", "accumulate", "checkpoint_every")
 FILTER_KEYS = ("time", "frequency")
 
 

@@ -3,21 +3,38 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+
+def external_inputs(params: dict) -> list[tuple[str, str, str]]:
+    """The files an experiment reads that no stage writes, as (kind, key, path): the image folder
+    (``base``), forget images injected from files, the encoder of a latent or embedding k-NN
+    space, the SSCD model and the Inception weights, each when params name one."""
+    data, metrics = params["data"], params["metrics"]
+    files = [("base", "data.source.path", data["source"]["path"])] if data["source"]["kind"] == "folder" else []
+    files += [("forget_images", f"data.inject[{i}].image", item["image"]) for i, item in enumerate(data["inject"])
+              if item["image"] != "tshirt" and not item["image"].startswith("torchvision:")]
+    if params["knn"]["space"] != "pixels":
+        files.append(("encoder", "knn.encoder", params["knn"]["encoder"]))
+    if metrics["copy_detection"].get("sscd"):
+        files.append(("sscd", "metrics.copy_detection.sscd", metrics["copy_detection"]["sscd"]))
+    if metrics["quality"].get("inception_weights"):
+        files.append(("inception", "metrics.quality.inception_weights", metrics["quality"]["inception_weights"]))
+    return files
+
 
 def external_files(params: dict) -> dict[str, list[str]]:
-    """The files an experiment reads that no stage writes, by what they are: the image folder
-    (``base``), forget images injected from files, the encoder of a latent or embedding k-NN
-    space, the SSCD model and the Inception weights, each when params name one. The rules declare
-    them as inputs, so that a missing one stops the run before any job starts."""
-    data, metrics = params["data"], params["metrics"]
-    return {
-        "base": [data["source"]["path"]] if data["source"]["kind"] == "folder" else [],
-        "forget_images": [item["image"] for item in data["inject"]
-                          if item["image"] != "tshirt" and not item["image"].startswith("torchvision:")],
-        "encoder": [params["knn"]["encoder"]] if params["knn"]["space"] != "pixels" else [],
-        "sscd": [metrics["copy_detection"]["sscd"]] if metrics["copy_detection"].get("sscd") else [],
-        "inception": [metrics["quality"]["inception_weights"]] if metrics["quality"].get("inception_weights") else [],
-    }
+    """The paths of :func:`external_inputs` by kind. The rules declare them as inputs."""
+    kinds = ("base", "forget_images", "encoder", "sscd", "inception")
+    return {kind: [path for k, _, path in external_inputs(params) if k == kind] for kind in kinds}
+
+
+def missing_inputs(params: dict, workdir: Path) -> list[str]:
+    """One message per file of :func:`external_inputs` that does not exist (relative paths from
+    ``workdir``), naming its key. The workflow checks this before it plans anything: Snakemake
+    would otherwise keep the outputs made from a file that is gone, as long as they exist."""
+    return [f"{key}: {path}: no such file or directory" for _, key, path in external_inputs(params)
+            if not (workdir / path).exists()]
 
 
 def needs_classifier(params: dict) -> bool:

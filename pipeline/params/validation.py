@@ -84,6 +84,53 @@ def _first_error(params: dict) -> jsonschema.ValidationError | None:
     return jsonschema.exceptions.best_match(errors) if errors else None
 
 
+# (training, test) images of the sources whose size params fix; a folder's is known only from its files
+SOURCE_SIZES = {"mnist": (60000, 10000), "MNIST": (60000, 10000), "FashionMNIST": (60000, 10000),
+                "KMNIST": (60000, 10000), "CIFAR10": (50000, 10000), "CIFAR100": (50000, 10000)}
+
+
+def base_bound(params: dict) -> int | None:
+    """The most base images the training set can have, from params alone (None: only the data can
+    tell, a folder without ``limit``)."""
+    source = params["data"]["source"]
+    known = SOURCE_SIZES.get(source["kind"] if source["kind"] == "mnist" else source.get("dataset") or "")
+    bounds = [b for b in (source.get("limit"), known[0] if source["kind"] != "folder" and known else None) if b]
+    return min(bounds) if bounds else None
+
+
+def retain_bound(params: dict) -> int | None:
+    """The most images the retain set can have, from params alone (None: only the data can tell):
+    the base images and the injected copies, less the fewest rows the forget strategy can take."""
+    base = base_bound(params)
+    if base is None:
+        return None
+    forget, injected = params["forget"], sum(item["copies"] for item in params["data"]["inject"])
+    if forget["strategy"] == "injected":
+        return base
+    fewest = {"indices": lambda: len(set(forget["indices"] or [])), "files": lambda: len(set(forget["files"] or [])),
+              "random": lambda: forget["random"]["k"]}.get(forget["strategy"], lambda: 1)()
+    return base + injected - fewest
+
+
+def data_bound_checks(params: dict) -> list[str]:
+    """The checks against the size of the data that params alone decide (docs/usage.md lists the
+    ones that must wait for the data)."""
+    problems = []
+    source, heldout = params["data"]["source"], params["data"]["heldout"]
+    known = SOURCE_SIZES.get(source["kind"] if source["kind"] == "mnist" else source.get("dataset") or "")
+    if source["kind"] != "folder" and known and heldout > known[1]:
+        problems.append(f"data.heldout: {heldout} held-out images requested, but the test split has {known[1]}")
+    retain = retain_bound(params)
+    if retain is not None and params["knn"]["k"] > retain:
+        problems.append(f"knn.k: {params['knn']['k']} neighbours asked for, but the retain set has at most {retain} "
+                        "images (data.source.limit and the forget set)")
+    base = base_bound(params)
+    if params["forget"]["strategy"] == "random" and base is not None and params["forget"]["random"]["k"] >= base:
+        problems.append(f"forget.random.k: {params['forget']['random']['k']} images asked for, but the training set "
+                        f"has at most {base} base images and the retain set must keep one")
+    return problems
+
+
 def cross_checks(params: dict) -> list[str]:
     """The rules that involve several keys, on schema-valid params: a message per broken rule."""
     problems = []
@@ -104,8 +151,6 @@ def cross_checks(params: dict) -> list[str]:
         problems.append("forget.indices: required when forget.strategy is 'indices'")
     if forget["strategy"] == "files" and not forget.get("files"):
         problems.append("forget.files: required when forget.strategy is 'files'")
-    if forget["strategy"] in ("random", "memorized", "duplicated") and not forget.get(forget["strategy"]):
-        problems.append(f"forget.{forget['strategy']}: required when forget.strategy is '{forget['strategy']}'")
     if forget["strategy"] == "injected" and not params["data"]["inject"]:
         problems.append("forget.strategy: 'injected' needs at least one image in data.inject")
     if params["knn"]["space"] != "pixels" and not params["knn"].get("encoder"):
@@ -138,7 +183,7 @@ def cross_checks(params: dict) -> list[str]:
     for name in params["experiment"]["methods"]:
         if name not in method_names():
             problems.append(f"experiment.methods: unknown method {name!r}; known: {sorted(method_names())}")
-    return problems
+    return problems + data_bound_checks(params)
 
 
 def validate(params: Any, source: str = "params.yaml") -> dict:

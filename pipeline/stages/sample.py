@@ -1,14 +1,6 @@
-"""Stage sample: N seeded samples from one model.
-
-DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) with ``sampling.steps`` inference steps
-of the model's own DDPMScheduler (50 for MNIST in the SISS/ReTrack protocol), in batches. The
-initial noise and every ancestral step's noise come from one generator seeded with
-``sampling.seed``, so all models start from the same noise and their samples pair up. The update
-is ``DDPMScheduler.step``'s, its coefficients computed once per run (:func:`ancestral_steps`),
-and draws its noise in ``DDPMPipeline``'s order: one batch gives the pipeline's images. How the
-UNet runs comes from ``compute`` (:func:`pipeline.diffusion.models.compute_settings`): ``precision`` (bf16:
-its forward passes under bfloat16 autocast; the update stays in float32), ``channels_last`` and
-``compile`` (:func:`pipeline.diffusion.models.prepare`).
+"""Stage sample: ``sampling.n`` seeded samples from one model, by the DDPM ancestral sampler of
+:mod:`pipeline.diffusion.sampler` (``sampling.steps`` steps, in batches of ``sampling.batch_size``,
+each sample's noise from ``sampling.seed`` and its index), the UNet run as ``compute`` says.
 
 Output: ``<model>.npz`` with ``samples`` float32 (N, C, H, W) in [0, 1], and a PNG grid of the
 first 100.

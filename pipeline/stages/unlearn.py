@@ -3,13 +3,14 @@
 The run is named as its model directory (:class:`pipeline.params.runs.Run`: ``retrack-s0``, a cell
 of the time/frequency sweep, ``retrack+t250-750+r4-s0``, or with ``experiment.per_image`` a run
 that unlearns forget image 3 alone, ``retrack-s0-i3``: its forget set is that image's copies and its
-retain set everything else, :func:`pipeline.data.forget_of`). The method
+retain set everything else, :func:`pipeline.data.sets.forget_of`). The method
 (``pipeline.methods.registry.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
 a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
 through the one training loop of
 :mod:`pipeline.training.loop` and keeps its final weights (no EMA). Output: a DDPMPipeline directory
 with the per-step log ``train_log.csv``, ``unlearn.json`` (method, seed, hyperparameters, wall time),
-``cost.json`` (wall time, steps, peak memory: :func:`pipeline.diffusion.models.cost_record`) and, with
+``cost.json`` (every attempt's wall time and peak memory, and the total:
+:func:`pipeline.training.cost.cost_record`) and, with
 ``checkpoint_every: k``, a DDPMPipeline under ``checkpoints/step-NNNNNN/`` every k steps.
 
 Resuming: the run keeps a resumable state every ``compute.resume_every`` steps under
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 from pipeline.artifacts import atomic_path, setup_logging
@@ -31,7 +31,6 @@ from pipeline.data.sets import forget_of, load_forget_set, load_knn, load_traini
 from pipeline.diffusion.models import (
     check_matches_data,
     compute_settings,
-    cost_record,
     device,
     load_model,
     scheduler_settings,
@@ -43,8 +42,9 @@ from pipeline.methods.registry import make_method
 from pipeline.params.runs import Run, runs
 from pipeline.params.validation import load_params
 from pipeline.stages.command import cli, stage_args
-from pipeline.training.loop import BatchSource, train
-from pipeline.training.resume import resume_dir
+from pipeline.training.cost import cost_record
+from pipeline.training.loop import BatchSource, optimizer_settings, train
+from pipeline.training.resume import load_attempts, resume_dir
 
 
 def save_run(path: str, unet, scheduler, staged: Path, files: dict[str, str]) -> None:
@@ -79,22 +79,21 @@ def main(argv: list[str] | None = None) -> None:
     def checkpoint(step, net):
         write_model(staged / f"step-{step:06d}", net, scheduler)
 
-    start = time.time()
     unet, history = train(unet.to(device()), method, source, steps=cfg["steps"], batch_size=cfg["batch_size"],
-                          lr=cfg["lr"], seed=run.seed, accumulate=cfg.get("accumulate", 1),
+                          lr=cfg["lr"], **optimizer_settings(cfg), seed=run.seed, accumulate=cfg.get("accumulate", 1),
                           **compute_settings(params), checkpoint_every=cfg.get("checkpoint_every", 0),
                           on_checkpoint=checkpoint, resume=resume, resume_every=compute["resume_every"],
                           resume_key=key, desc=run.name, log=log)
-    seconds = time.time() - start
+    cost = cost_record(load_attempts(resume), cfg["steps"])
     summary = {"run": run.name, "method": run.method, "seed": run.seed, "image": run.image,
                "forget_rows": forget["rows"].tolist(), "hyperparameters": cfg,
                "forget_filter": method.forget_filter.describe() if isinstance(method, ForgetTermMethod) else None,
-               "wall_time_s": round(seconds, 2)}
+               "wall_time_s": cost["wall_time_s"]}
     save_run(args.out, unet.cpu(), scheduler, staged,
              {"train_log.csv": history, "unlearn.json": json.dumps(summary, indent=2) + "\n",
-              "cost.json": json.dumps(cost_record(seconds, cfg["steps"]), indent=2) + "\n"})
+              "cost.json": json.dumps(cost, indent=2) + "\n"})
     shutil.rmtree(resume, ignore_errors=True)
-    log.info("%s: %d steps in %.1f s", run.name, cfg["steps"], seconds)
+    log.info("%s: %d steps in %.1f s (%d attempts)", run.name, cfg["steps"], cost["wall_time_s"], len(cost["attempts"]))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Resuming: :mod:`pipeline.training.resume`.
 from __future__ import annotations
 
 import copy
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from pipeline.artifacts import to_csv
 from pipeline.diffusion.images import to_float
 from pipeline.diffusion.models import autocast, prepare, standard_layout
 from pipeline.methods.contract import Batch, Method
-from pipeline.training.resume import STATE, digest, resume_from, save_state
+from pipeline.training.cost import attempt
+from pipeline.training.resume import STATE, digest, resume_from, save_attempts, save_state
 
 
 class BatchSource:
@@ -108,6 +110,12 @@ def step_direction(net: torch.nn.Module, method: Method, batches: list[Batch],
     return direction, {**record, **stats}
 
 
+def optimizer_settings(cfg: dict) -> dict:
+    """AdamW's ``betas``, ``weight_decay`` and ``eps`` from a params section (``pretrain``,
+    ``methods.<name>``), as keyword arguments of :func:`train`."""
+    return {"betas": tuple(cfg["betas"]), "weight_decay": cfg["weight_decay"], "eps": cfg["eps"]}
+
+
 def set_gradients(params: list[torch.Tensor], direction: torch.Tensor) -> None:
     offset = 0
     for p in params:
@@ -116,12 +124,14 @@ def set_gradients(params: list[torch.Tensor], direction: torch.Tensor) -> None:
 
 
 def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, batch_size: int, lr: float,
-          seed: int, accumulate: int = 1, warmup_steps: int = 0, ema_decay: float | None = None,
+          seed: int, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8,
+          accumulate: int = 1, warmup_steps: int = 0, ema_decay: float | None = None,
           clip: float = 1.0, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
           checkpoint_every: int = 0, on_checkpoint=None, resume: Path | None = None, resume_every: int = 0,
           resume_key: dict | None = None, desc: str = "train", log=None) -> tuple[torch.nn.Module, str]:
-    """Take ``steps`` AdamW steps along ``objective``'s direction, each over ``accumulate``
-    micro-batches of ``batch_size``, the direction clipped to global norm ``clip``, the forward
+    """Take ``steps`` AdamW steps (``lr``, ``betas``, ``weight_decay``, ``eps``; torch's defaults
+    unless given) along ``objective``'s direction, each over ``accumulate`` micro-batches of
+    ``batch_size``, the direction clipped to global norm ``clip``, the forward
     passes in ``precision`` (fp32, or bf16 autocast), with the weights in channels_last memory
     format and the forward passes compiled when asked (:func:`pipeline.diffusion.models.prepare`; the
     batches need no conversion). The objective calls the prepared (perhaps compiled) module, while
@@ -145,20 +155,21 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
     net.train()
     forward = prepare(net, device, channels_last, compile)
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     ema = EMAModel(params, decay=ema_decay) if ema_decay else None
     loop = (net, optimizer, schedule, ema)
-    first, rows, key = 0, [], None
+    started, first, rows, attempts, key = time.time(), 0, [], [], None
     if resume is not None:
         resume = Path(resume)
         options = {"channels_last": channels_last, "compile": compile}  # only when on: older states stay valid
-        settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "accumulate": accumulate,
+        settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "betas": list(betas),
+                    "weight_decay": weight_decay, "eps": eps, "seed": seed, "accumulate": accumulate,
                     "warmup_steps": warmup_steps, "ema_decay": ema_decay, "clip": clip, "precision": precision,
                     "checkpoint_every": checkpoint_every, "device": device.type, "caller": resume_key,
                     "data": source.digest(), **{k: v for k, v in options.items() if v}}
         key = digest(*net.state_dict().values(), key=settings)
-        first, rows = resume_from(resume, key, *loop)
+        first, rows, attempts = resume_from(resume, key, *loop)
     bar = tqdm(range(first, steps), initial=first, total=steps, desc=desc, unit="step", mininterval=5)
     for step in bar:
         batches = [source.draw(objective.needs, batch_size, device) for _ in range(accumulate)]
@@ -179,7 +190,10 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             on_checkpoint(step + 1, net)
         if key is not None and resume_every and (step + 1) % resume_every == 0 and step + 1 < steps:
-            save_state(resume / STATE, key, step + 1, rows, *loop)
+            so_far = [*attempts, attempt(first, step + 1, time.time() - started)]
+            save_state(resume / STATE, key, step + 1, rows, so_far, *loop)
+    if resume is not None:
+        save_attempts(resume, [*attempts, attempt(first, steps, time.time() - started)])
     standard_layout(net).eval()
     if ema is not None:
         net = copy.deepcopy(net)

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.diffusion.models import build_scheduler, build_unet, compute_settings, device, scheduler_settings
 from pipeline.methods.losses import DDPMLoss
-from pipeline.training.loop import BatchSource, train
+from pipeline.training.loop import BatchSource, optimizer_settings, train
 
 
 def pretrain(params: dict, images: np.ndarray, rows: np.ndarray, log,
@@ -27,7 +27,7 @@ def pretrain(params: dict, images: np.ndarray, rows: np.ndarray, log,
     n_params = sum(p.numel() for p in unet.parameters())
     log.info("UNet2DModel with %.2f M parameters, trained on %d images", n_params / 1e6, len(rows))
     unet, history = train(unet, DDPMLoss(scheduler), BatchSource(images, retain_rows=rows), steps=cfg["steps"],
-                          batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"],
+                          batch_size=cfg["batch_size"], lr=cfg["lr"], **optimizer_settings(cfg), seed=cfg["seed"],
                           warmup_steps=cfg["warmup_steps"], ema_decay=cfg["ema_decay"],
                           **compute_settings(params), resume=resume, resume_every=compute["resume_every"],
                           resume_key={"objective": "ddpm", "scheduler": scheduler_settings(scheduler)},

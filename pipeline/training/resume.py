@@ -25,6 +25,7 @@ from pipeline.artifacts import atomic_path
 
 logger = logging.getLogger(__name__)
 STATE = "state.pt"
+ATTEMPTS = "attempts.json"
 
 
 def digest(*arrays: torch.Tensor | None, key: dict | None = None) -> str:
@@ -60,10 +61,12 @@ def load_state(path: Path, key: str) -> dict | None:
     return state
 
 
-def save_state(path: Path, key: str, step: int, rows: list[dict], net: torch.nn.Module, optimizer, schedule,
-               ema: EMAModel | None) -> None:
-    """Everything the loop needs to continue after ``step`` exactly as if never stopped, atomically."""
-    state = {"key": key, "step": step, "rows": rows, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+def save_state(path: Path, key: str, step: int, rows: list[dict], attempts: list[dict], net: torch.nn.Module,
+               optimizer, schedule, ema: EMAModel | None) -> None:
+    """Everything the loop needs to continue after ``step`` exactly as if never stopped, and the
+    attempts so far (:mod:`pipeline.training.cost`), atomically."""
+    state = {"key": key, "step": step, "rows": rows, "attempts": attempts, "net": net.state_dict(),
+             "optimizer": optimizer.state_dict(),
              "schedule": schedule.state_dict(), "ema": None if ema is None else ema.state_dict(),
              "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
@@ -72,14 +75,15 @@ def save_state(path: Path, key: str, step: int, rows: list[dict], net: torch.nn.
 
 
 def resume_from(resume: Path, key: str, net: torch.nn.Module, optimizer, schedule,
-                ema: EMAModel | None) -> tuple[int, list[dict]]:
+                ema: EMAModel | None) -> tuple[int, list[dict], list[dict]]:
     """Load the state a run with fingerprint ``key`` saved under ``resume`` into the loop's objects
-    and torch's generators, and return its step and log rows. Without one, return (0, []) and
-    remove the directory (a stale state, a stale run's staged files) for a fresh start."""
+    and torch's generators, and return its step, log rows and earlier attempts. Without one,
+    return (0, [], []) and remove the directory (a stale state, a stale run's staged files) for a
+    fresh start."""
     state = load_state(resume / STATE, key)
     if state is None:
         shutil.rmtree(resume, ignore_errors=True)
-        return 0, []
+        return 0, [], []
     net.load_state_dict(state["net"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
@@ -90,4 +94,16 @@ def resume_from(resume: Path, key: str, net: torch.nn.Module, optimizer, schedul
     if state["cuda_rng"] is not None:  # the generator of the current device, the one the loop runs on
         torch.cuda.set_rng_state(state["cuda_rng"])
     logger.info("resumed from step %d (%s)", state["step"], resume)
-    return state["step"], state["rows"]
+    return state["step"], state["rows"], state["attempts"]
+
+
+def save_attempts(resume: Path, attempts: list[dict]) -> None:
+    """The attempts of a finished job, for its stage to read (:func:`load_attempts`)."""
+    resume.mkdir(parents=True, exist_ok=True)
+    with atomic_path(resume / ATTEMPTS) as tmp:
+        tmp.write_text(json.dumps(attempts))
+
+
+def load_attempts(resume: Path) -> list[dict]:
+    """Every attempt of the job that just finished under ``resume`` (:func:`save_attempts`)."""
+    return json.loads((Path(resume) / ATTEMPTS).read_text())
