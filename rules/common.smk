@@ -84,8 +84,9 @@ def model_files(*kinds):
 
 
 def forget_inputs(wildcards):
-    """The training set, and the pretrained model when the forget set is what that model reproduces."""
-    inputs = {"data": rules.data.output.train}
+    """The training set, the deletion request of strategy ``request``, and the pretrained model when
+    the forget set is what that model reproduces."""
+    inputs = {"data": rules.data.output.train, **{"request": path for path in EXTERNAL["request"]}}
     if PARAMS["forget"]["strategy"] == "memorized":
         inputs["model"] = rules.pretrain.output[0]
     return inputs

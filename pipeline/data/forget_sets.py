@@ -14,13 +14,17 @@ Strategies (``forget.strategy``), as deletion requests arrive:
   neighbours are. Images reproduced at least ``min_count`` times are selected, most reproduced
   first, at most ``max_images`` (Carlini et al. 2023, "Extracting training data from diffusion
   models", use the same search-and-compare with a data-relative distance);
+- ``request``: a deletion request, a YAML file naming images by name, path or the SHA-256 of their
+  pixels (:mod:`pipeline.data.requests`): those images, their identical copies and their
+  near-duplicates (:func:`choose_requested`);
 - ``duplicated``: clusters of near-duplicates: connected components of the graph linking distinct
   images closer than ``threshold * median d_NN`` (faiss range search), a cluster's size counting
   identical copies; clusters of at least ``min_size`` rows are selected, largest first, at most
   ``max_clusters``. Duplication is what drives memorization (Carlini et al. 2023; Somepalli et al.
   2023).
 
-``random``, ``memorized`` and ``duplicated`` select distinct images and take every identical copy.
+``random``, ``memorized``, ``duplicated`` and ``request`` select distinct images and take every
+identical copy.
 
 The result (:class:`ForgetChoice`) carries the rows and the evidence that chose them, for the
 forget set's table (:func:`table`) and picture (:func:`save_figure`).
@@ -36,10 +40,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.artifacts import to_csv
+from pipeline.data.requests import read_request, requested_images
 from pipeline.data.sets import group_identical
 from pipeline.diffusion.images import grid, save_labelled_grid, save_png, to_float
 from pipeline.errors import UserError
-from pipeline.search.neighbours import exact_search, nearest_other, range_pairs, temporary_vectors
+from pipeline.search.neighbours import exact_search, nearest_other, range_pairs, temporary_vectors, within
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +159,34 @@ def choose_duplicated(cfg: dict, images: np.ndarray) -> ForgetChoice:
     return ForgetChoice(distinct.rows_of(np.flatnonzero(np.isin(cluster, ranked))), evidence)
 
 
+def choose_requested(cfg: dict, train: dict[str, np.ndarray]) -> ForgetChoice:
+    """What a deletion request (``cfg``: ``forget.request``) names, every identical copy, and its
+    near-duplicates: the distinct training images closer to a requested one than ``near_duplicates``
+    * the median nearest-neighbour distance of the data (L2 in [0, 1] pixels, as ``duplicated``;
+    0: identical copies only). Duplicates are what a model memorizes, so a request that left them
+    would leave the image in the model. The evidence says why each image was taken."""
+    request = read_request(cfg["file"])
+    images = train["images"]
+    distinct = DistinctImages.of(images)
+    named = requested_images(request, cfg["file"], train["names"], images, distinct.first)
+    reasons = {d: {"row": int(distinct.first[d]), "request": request["id"], "reason": how, "distance": 0.0}
+               for d, how in reversed(named)}  # the first entry that names an image gives its reason
+    if cfg["near_duplicates"] > 0 and len(distinct.first) > 1:
+        with temporary_vectors(images[distinct.first]) as vectors:
+            radius = cfg["near_duplicates"] * float(np.median(nearest_other(vectors)))
+            requested = np.array([d for d, _ in named])
+            query, near = within(vectors, vectors[requested], radius)
+            dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
+        for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
+            reasons.setdefault(int(d), {"row": int(distinct.first[d]), "request": request["id"],
+                                        "reason": f"near-duplicate of row {distinct.first[requested[q]]}",
+                                        "distance": round(float(r), 4)})
+        log.info("request %s: %d images named, %d with near-duplicates (L2 < %.4f)", request["id"], len(named),
+                 len(reasons), radius)
+    chosen = sorted(reasons, key=lambda d: distinct.first[d])  # in row order
+    return ForgetChoice(distinct.rows_of(np.array(chosen, dtype=np.int64)), [reasons[d] for d in chosen])
+
+
 def choose(params: dict, train: dict[str, np.ndarray], samples: np.ndarray | None = None) -> ForgetChoice:
     """The forget set of ``forget.strategy``; ``samples`` from the pretrained model for ``memorized``."""
     cfg = params["forget"]
@@ -166,6 +199,8 @@ def choose(params: dict, train: dict[str, np.ndarray], samples: np.ndarray | Non
         choice = choose_memorized(cfg["memorized"], train["images"], samples)
     elif strategy == "duplicated":
         choice = choose_duplicated(cfg["duplicated"], train["images"])
+    elif strategy == "request":
+        choice = choose_requested(cfg["request"], train)
     else:
         choice = ForgetChoice(named_rows(cfg, train))
     n = len(train["images"])

@@ -8,12 +8,14 @@ from pathlib import Path
 
 def external_inputs(params: dict) -> list[tuple[str, str, str]]:
     """The files an experiment reads that no stage writes, as (kind, key, path): the image folder
-    (``base``), forget images injected from files, the encoder of a latent or embedding k-NN
+    (``base``), forget images injected from files, a deletion request, the encoder of a latent or embedding k-NN
     space, the SSCD model and the Inception weights, each when params name one."""
     data, metrics = params["data"], params["metrics"]
     files = [("base", "data.source.path", data["source"]["path"])] if data["source"]["kind"] == "folder" else []
     files += [("forget_images", f"data.inject[{i}].image", item["image"]) for i, item in enumerate(data["inject"])
               if item["image"] != "tshirt" and not item["image"].startswith("torchvision:")]
+    if params["forget"]["strategy"] == "request":
+        files.append(("request", "forget.request.file", params["forget"]["request"]["file"]))
     if params["knn"]["space"] != "pixels":
         files.append(("encoder", "knn.encoder", params["knn"]["encoder"]))
     if metrics["copy_detection"].get("sscd"):
@@ -25,7 +27,7 @@ def external_inputs(params: dict) -> list[tuple[str, str, str]]:
 
 def external_files(params: dict) -> dict[str, list[str]]:
     """The paths of :func:`external_inputs` by kind. The rules declare them as inputs."""
-    kinds = ("base", "forget_images", "encoder", "sscd", "inception")
+    kinds = ("base", "forget_images", "request", "encoder", "sscd", "inception")
     return {kind: [path for k, _, path in external_inputs(params) if k == kind] for kind in kinds}
 
 

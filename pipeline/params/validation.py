@@ -151,6 +151,8 @@ def cross_checks(params: dict) -> list[str]:
         problems.append("forget.indices: required when forget.strategy is 'indices'")
     if forget["strategy"] == "files" and not forget.get("files"):
         problems.append("forget.files: required when forget.strategy is 'files'")
+    if forget["strategy"] == "request" and not forget["request"]["file"]:
+        problems.append("forget.request.file: required (a deletion request file) when forget.strategy is 'request'")
     if forget["strategy"] == "injected" and not params["data"]["inject"]:
         problems.append("forget.strategy: 'injected' needs at least one image in data.inject")
     if params["knn"]["space"] != "pixels" and not params["knn"].get("encoder"):

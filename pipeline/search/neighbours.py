@@ -106,14 +106,23 @@ def _gpu_resources():
     return faiss.StandardGpuResources()
 
 
+def within(vectors: np.ndarray, queries: np.ndarray, radius: float,
+           block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query, row) pair whose L2 distance is below ``radius``, by exhaustive range search
+    of ``queries`` (float32, in memory) over ``vectors`` in blocks; the query's own row included."""
+    lims, _, found = range_ground_truth(np.ascontiguousarray(queries, dtype=np.float32),
+                                        blocks(vectors, block_rows), radius**2, ngpu=gpus())
+    return np.repeat(np.arange(len(queries)), np.diff(lims.astype(np.int64))), found.astype(np.int64)
+
+
 def range_pairs(vectors: np.ndarray, radius: float, block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every pair (i, j), i != j, of rows of ``vectors`` with L2 distance below ``radius``
     (both orders), by exhaustive range search in blocks of queries and of vectors."""
     firsts, seconds = [], []
     start = 0
     for queries in _progress(blocks(vectors, block_rows), vectors, block_rows, "range search"):
-        lims, _, found = range_ground_truth(queries, blocks(vectors, block_rows), radius**2, ngpu=gpus())
-        query = start + np.repeat(np.arange(len(queries)), np.diff(lims.astype(np.int64)))
+        query, found = within(vectors, queries, radius, block_rows)
+        query += start
         keep = query != found
         firsts.append(query[keep])
         seconds.append(found[keep])
