@@ -25,4 +25,5 @@ rule all:
     input:
         report_outputs(),
         diagnostics_outputs(),
+        rules.audit.output,
     default_target: True

@@ -1,5 +1,5 @@
 # Stages 6-9: samples and metrics of every model (the classifier they use, forgetting over the
-# unlearning steps), diagnostics of every unlearning run, and the report.
+# unlearning steps), diagnostics of every unlearning run, the report, and the deletion audit.
 
 
 rule sample:
@@ -166,3 +166,29 @@ rule report:
         "python -m pipeline.stages.report --params params.yaml --metrics {input.metrics} --probes {input.probes} "
         "--samples {input.samples} --trajectories {input.trajectories} --data {input.data} "
         "--forget {input.forget} --out-dir report --log {log}"
+
+
+rule audit:
+    input:
+        metrics=expand("metrics/{model}.json", model=MODELS),
+        models=expand("models/{model}", model=MODELS),
+        data=rules.data.output.train,
+        forget=rules.forget_set.output.npz,
+    output:
+        json="report/audit.json",
+        md="report/audit.md",
+    params:
+        tracked=tracked("audit"),
+    log:
+        "logs/audit.log",
+    benchmark:
+        "logs/benchmarks/audit.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.stages.audit --params params.yaml --metrics {input.metrics} --models {input.models} "
+        "--data {input.data} --forget {input.forget} --out {output.json} --md {output.md} --log {log}"

@@ -134,6 +134,11 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
         assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (w / "data/forget.csv").read_text().splitlines()[:2] == ["row,name,label,copies", "300,tshirt,-1,30"]
     assert json.loads((w / "data/retain_index/index.json").read_text())["ntotal"] == 300
+    audit = json.loads((w / "report/audit.json").read_text())
+    assert [m["model"] for m in audit["models"]] == ["pretrained", "retrained", *models[2:]]
+    assert all(m["verdict"] in ("PASS", "FAIL") and len(m["weights_sha256"]) == 64 for m in audit["models"])
+    assert audit["request"] == {"id": "forget.strategy injected", "date": "–", "images": 1, "rows": 30}
+    assert "# Deletion audit" in (w / "report/audit.md").read_text()
     assert not list(w.rglob(".*.tmp-*")), "a temporary file was left behind"
 
 

@@ -60,6 +60,7 @@ STAGE_KEYS: dict[str, Callable[[dict, dict], list[str]]] = {
                                           "metrics.membership"],
     "trajectory": lambda params, wildcards: [*SAMPLER, "metrics.trajectory.samples", *SAMPLE_FIGURES],
     "diagnostics": lambda params, wildcards: ["diagnostics"],
+    "audit": lambda params, wildcards: ["audit", "forget.strategy", "forget.request.file"],
     "report": lambda params, wildcards: ["experiment.seeds", "experiment.per_image", "experiment.sweep",
                                          "metrics.memorization.ratio", "metrics.probe.t", "metrics.probe.draws",
                                          "metrics.trajectory"],
