@@ -35,4 +35,4 @@ dvc.yaml: setup
 	python -m pipeline.workflow
 
 clean:
-	rm -rf data/train.npz data/forget.* data/knn.* data/retain.faiss models samples metrics report logs .snakemake
+	rm -rf data/train.npz data/heldout.npz data/forget.* data/knn.* data/retain_index models samples metrics trajectory diagnostics attacks report logs resume params.resolved.yaml .snakemake

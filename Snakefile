@@ -14,6 +14,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     run=RUN_PATTERN,
     model=f"pretrained|retrained|{RUN_PATTERN}",
+    kind="retain|neighbours",
 
 include: "rules/data.smk"
 include: "rules/model.smk"

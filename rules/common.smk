@@ -52,7 +52,7 @@ def report_outputs(flagged=False):
     with its caption from rules/captions/."""
     sweep = PARAMS["experiment"].get("sweep") or {}
     figures = REPORT_FIGURES + (["sweep.png"] if sweep.get("methods") else [])
-    tables = ["table.md", "table.csv", "models.csv", "summary.json", "pareto.csv", "steps.csv"]
+    tables = ["table.md", "table.csv", "models.csv", "summary.json", "pareto.csv", "steps.csv", "resurgence.csv"]
     if not flagged:
         return expand("report/{name}", name=tables + figures)
     captioned = {name: Path(name).stem for name in figures + ["table.csv"]}
@@ -60,10 +60,20 @@ def report_outputs(flagged=False):
             if name in captioned else f"report/{name}" for name in tables + figures]
 
 
+def main_runs():
+    """The runs of experiment.methods x seeds (not the cells of the sweep)."""
+    return [run.name for run in runs(PARAMS) if run.window is None and run.radius is None]
+
+
 def diagnostics_outputs():
-    """Diagnostics of the runs of experiment.methods x seeds (not of every sweep cell)."""
-    main_runs = [run.name for run in runs(PARAMS) if run.window is None and run.radius is None]
-    return expand("diagnostics/{run}.{ext}", run=main_runs, ext=["json", "png"])
+    """Diagnostics of the main runs."""
+    return expand("diagnostics/{run}.{ext}", run=main_runs(), ext=["json", "png"])
+
+
+def attack_outputs():
+    """A relearning attack of each kind on each main run and on the retrained reference."""
+    models = [*main_runs(), *(["retrained"] if PARAMS["experiment"]["retrain"] else [])]
+    return expand("attacks/{model}/{kind}.json", model=models, kind=PARAMS["attack"]["kinds"])
 
 
 def data_inputs(wildcards):

@@ -1,5 +1,6 @@
 # Stages 6-9: samples and metrics of every model (the classifier they use, forgetting over the
-# unlearning steps), diagnostics of every unlearning run, the report, and the deletion audit.
+# unlearning steps), diagnostics of every unlearning run, relearning attacks, the report, and the
+# deletion audit.
 
 
 rule sample:
@@ -140,12 +141,40 @@ rule diagnostics:
         "--model-name {wildcards.run} --data {input.data} --forget {input.forget} --out {output.json} --png {output.png} --log {log}"
 
 
+rule attack:
+    input:
+        model="models/{model}",
+        data=rules.data.output.train,
+        forget=rules.forget_set.output.npz,
+        knn=rules.knn.output.npz,
+    output:
+        "attacks/{model}/{kind}.json",
+    params:
+        tracked=tracked("attack"),
+    log:
+        "logs/attack/{model}-{kind}.log",
+    benchmark:
+        "logs/benchmarks/attack/{model}-{kind}.tsv"
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.stages.attack --params params.yaml --model {input.model} --model-name {wildcards.model} "
+        "--kind {wildcards.kind} --data {input.data} --forget {input.forget} --knn {input.knn} --out {output} "
+        "--log {log}"
+
+
 rule report:
     input:
         metrics=expand("metrics/{model}.json", model=MODELS),
         probes=expand("metrics/{model}.npz", model=MODELS),
         samples=expand("samples/{model}.npz", model=MODELS),
         trajectories=expand("trajectory/{model}.csv", model=trajectory_models()),
+        attacks=attack_outputs(),
         forget=rules.forget_set.output.npz,
         data=rules.data.output.train,
     output:
@@ -164,7 +193,7 @@ rule report:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline.stages.report --params params.yaml --metrics {input.metrics} --probes {input.probes} "
-        "--samples {input.samples} --trajectories {input.trajectories} --data {input.data} "
+        "--samples {input.samples} --trajectories {input.trajectories} --attacks {input.attacks} --data {input.data} "
         "--forget {input.forget} --out-dir report --log {log}"
 
 

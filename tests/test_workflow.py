@@ -62,7 +62,7 @@ def planned_jobs(plan: str) -> dict[str, int]:
 
 def output_mtimes(workdir: Path) -> dict[str, int]:
     files = {}
-    for top in ["data", "models", "samples", "metrics", "trajectory", "report"]:
+    for top in ["data", "models", "samples", "metrics", "trajectory", "attacks", "report"]:
         for p in (workdir / top).rglob("*"):
             if p.is_file():
                 files[str(p.relative_to(workdir))] = p.stat().st_mtime_ns
@@ -134,6 +134,12 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
         assert (w / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (w / "data/forget.csv").read_text().splitlines()[:2] == ["row,name,label,copies", "300,tshirt,-1,30"]
     assert json.loads((w / "data/retain_index/index.json").read_text())["ntotal"] == 300
+    attacked = sorted(str(p.relative_to(w / "attacks")) for p in (w / "attacks").rglob("*.json"))
+    assert attacked == ["naive-s0/neighbours.json", "retrack-s0/neighbours.json", "retrained/neighbours.json"]
+    assert [line.split(",")[:3] for line in (w / "report/resurgence.csv").read_text().splitlines()[1:]] == [
+        ["naive-s0", "naive", "neighbours"], ["retrack-s0", "retrack", "neighbours"],
+        ["retrained", "retrained", "neighbours"]]
+    assert "## Relearning attacks" in (w / "report/table.md").read_text()
     audit = json.loads((w / "report/audit.json").read_text())
     assert [m["model"] for m in audit["models"]] == ["pretrained", "retrained", *models[2:]]
     assert all(m["verdict"] in ("PASS", "FAIL") and len(m["weights_sha256"]) == 64 for m in audit["models"])
@@ -248,7 +254,7 @@ def test_changed_method_param_reruns_only_its_branch(snakemake_run):
     after = output_mtimes(w)
     changed = {f for f in after if after[f] != before.get(f)}
     expected_prefixes = ("models/retrack-s0/", "samples/retrack-s0.", "metrics/retrack-s0.", "diagnostics/retrack-s0.",
-                         "trajectory/retrack-s0.", "report/")
+                         "trajectory/retrack-s0.", "attacks/retrack-s0/", "report/")
     assert changed and all(f.startswith(expected_prefixes) for f in changed), sorted(changed)
     assert {"metrics/retrack-s0.json", "report/table.csv"} <= changed
     assert "Nothing to be done" in snakemake(w, "--dry-run").stdout

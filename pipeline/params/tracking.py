@@ -17,6 +17,7 @@ from pipeline.params.runs import Run
 
 MODEL_SHAPE = ("data.resolution", "data.channels")  # the UNet must match the data
 SAMPLER = ("sampling.steps", "sampling.batch_size", "sampling.seed", "compute.precision")
+ATTACK = ("steps", "batch_size", "lr", "betas", "weight_decay", "eps", "seed", "samples")  # not kinds: one per job
 SAMPLE_FIGURES = ("metrics.threshold", "metrics.memorization", "metrics.quality")
 
 
@@ -60,6 +61,8 @@ STAGE_KEYS: dict[str, Callable[[dict, dict], list[str]]] = {
                                           "metrics.membership"],
     "trajectory": lambda params, wildcards: [*SAMPLER, "metrics.trajectory.samples", *SAMPLE_FIGURES],
     "diagnostics": lambda params, wildcards: ["diagnostics"],
+    "attack": lambda params, wildcards: [*SAMPLER, *(f"attack.{k}" for k in ATTACK), "metrics.threshold",
+                                         "metrics.nll", "metrics.probe"],
     "audit": lambda params, wildcards: ["audit", "forget.strategy", "forget.request.file"],
     "report": lambda params, wildcards: ["experiment.seeds", "experiment.per_image", "experiment.sweep",
                                          "metrics.memorization.ratio", "metrics.probe.t", "metrics.probe.draws",

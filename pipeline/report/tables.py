@@ -1,21 +1,6 @@
-"""The report's tables: every model's metrics as rows, and per method their mean ± std.
-
-- ``table.md`` / ``table.csv``: one row per method, mean ± std over its runs (sample std over
-  seeds and, with ``experiment.per_image``, forget images; the pretrained row is judged on every
-  forget image at once, so its reproduction counts samples close to any of them), with the
-  pretrained model as the starting row and the retrained model as the reference row; table.md also
-  lists every model. ``models.csv``: every model. ``summary.json``: per method, each figure's mean,
-  std and n (DVC metrics).
-- ``pareto.png`` (+ ``pareto.csv``, a DVC plot): forgetting against quality, a point per method
-  and seed, the mean marked with its ± std.
-- ``samples.png``: the first 64 samples of the reference models and of each method's run with
-  the first seed (per-image runs: forget image 0's), all from the same initial noise.
-- ``probe.png``: each forget image, its noised version at t = 250 and its reconstruction by every
-  model. ``steps.png`` (+ ``steps.csv``): forget reproduction and FID over the unlearning steps.
-- ``sweep.png`` with an ``experiment.sweep``: heat maps over the time/frequency grid.
-
-The deletion step of a run: the first evaluated step from which its forget reproduction stays at
-or below ``metrics.trajectory.deleted_rate`` (its trajectory starts at the pretrained model's).
+"""The report's tables: a row of figures per model, per method their mean ± std over its runs
+(sample std), the deletion step of a run, and the resurgence under relearning attacks. What each
+output holds: :mod:`pipeline.stages.report`.
 """
 
 from __future__ import annotations
@@ -155,6 +140,48 @@ def to_markdown(rows: list[dict], table: dict, notes: list[str], over: str) -> s
     legend = "\n".join(f"- {n}" for n in notes)
     return (f"# Unlearning report\n\n## Per method, mean ± std over {over}\n\n{per_method}\n{legend}\n\n"
             f"## Every model\n\n{per_model}")
+
+
+RESURGENCE = (("reproduction", "forget reproduction (%)", 100, ".2f"),  # figure, header, scale, format
+              ("nll_bits_per_dim", "forget NLL (bits/dim)", 1, ".2f"), ("probe_pixel_l2", "probe L2", 1, ".3f"))
+
+
+def model_forget_figures(metrics: dict) -> dict:
+    """A model's own forget-set figures, as a relearning attack measures them after it: the mean
+    over forget images of the share of samples reproducing each, its NLL, the probe's pixel L2."""
+    n = metrics["n_samples"]
+    return {"reproduction": float(np.mean([p["reproduced"] / n for p in metrics["forget_reproduction"]["per_image"]])),
+            "nll_bits_per_dim": float(np.mean([p["nll_bits_per_dim"] for p in metrics["per_image"]])),
+            "probe_pixel_l2": float(np.mean([p["probe_pixel_l2"] for p in metrics["per_image"]]))}
+
+
+def resurgence_rows(metrics: dict[str, dict], attacks: list[dict]) -> list[dict]:
+    """One row per attack: the model's forget figures before it (its metrics) and after it."""
+    rows = []
+    for a in attacks:
+        before = model_forget_figures(metrics[a["model"]])
+        rows.append({"model": a["model"], "method": model_method(a["model"])[0], "attack": a["kind"],
+                     "steps": a["steps"], **{f"{k}_before": before[k] for k, *_ in RESURGENCE},
+                     **{f"{k}_after": a[k] for k, *_ in RESURGENCE}})
+    return rows
+
+
+def resurgence_markdown(rows: list[dict]) -> str:
+    """Per method and attack, the mean over runs of each figure before -> after the attack."""
+    if not rows:
+        return ""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["attack"]), []).append(r)
+    body = [[method_label(method), attack, len(group),
+             *(f"{scale * np.mean([r[k + '_before'] for r in group]):{spec}} → "
+               f"{scale * np.mean([r[k + '_after'] for r in group]):{spec}}" for k, _, scale, spec in RESURGENCE)]
+            for (method, attack), group in sorted(groups.items(), key=lambda g: (g[0][0] == "retrained", g[0]))]
+    steps = rows[0]["steps"]
+    return (f"\n## Relearning attacks: before → after {steps} steps of fine-tuning\n\n"
+            + markdown_table(["method", "attack", "runs", *(h for _, h, _, _ in RESURGENCE)], body)
+            + "\nretain: fine-tuned on the retain set; neighbours: on the forget images' nearest retain images "
+              "(pipeline/evaluation/attacks.py). A model that forgot should stay where the retrained one goes.\n")
 
 
 def notes(metrics: dict, params: dict) -> list[str]:

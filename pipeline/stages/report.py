@@ -12,7 +12,9 @@
   the first seed (per-image runs: forget image 0's), all from the same initial noise.
 - ``probe.png``: each forget image, its noised version at t = 250 and its reconstruction by every
   model. ``steps.png`` (+ ``steps.csv``): forget reproduction and FID over the unlearning steps.
-- ``sweep.png`` with an ``experiment.sweep``: heat maps over the time/frequency grid.
+- ``sweep.png`` with an ``experiment.sweep``: heat maps over the forget filter's grid.
+- ``resurgence.csv``, and a section of table.md: each relearning attack's figures before and
+  after it (:mod:`pipeline.evaluation.attacks`), per method.
 
 The deletion step of a run: the first evaluated step from which its forget reproduction stays at
 or below ``metrics.trajectory.deleted_rate`` (its trajectory starts at the pretrained model's).
@@ -41,6 +43,8 @@ from pipeline.report.tables import (
     model_rank,
     notes,
     read_trajectory,
+    resurgence_markdown,
+    resurgence_rows,
     row,
     summary,
     sweep_grids,
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probes", nargs="+", required=True, help="probe .npz of every model, same order")
     parser.add_argument("--samples", nargs="+", required=True, help="samples .npz of every model, same order")
     parser.add_argument("--trajectories", nargs="+", required=True, help="trajectory CSVs (pretrained, runs)")
+    parser.add_argument("--attacks", nargs="*", default=[], help="relearning attacks (attacks/<model>/<kind>.json)")
     parser.add_argument("--data", required=True)
     parser.add_argument("--forget", required=True)
     parser.add_argument("--out-dir", required=True)
@@ -78,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     save_text(out / "models.csv", to_csv(rows))
     save_text(out / "table.csv", method_rows_csv(table))
     over = "seeds and forget images" if params["experiment"].get("per_image") else "seeds"
-    save_text(out / "table.md", to_markdown(rows, table, notes(metrics[0], params), over))
+    resurgence = resurgence_rows({m["model"]: m for m in metrics}, [load_json(p) for p in args.attacks])
+    save_text(out / "resurgence.csv", to_csv(resurgence))
+    markdown = to_markdown(rows, table, notes(metrics[0], params), over) + resurgence_markdown(resurgence)
+    save_text(out / "table.md", markdown)
     save_json(out / "summary.json", table)
     save_text(out / "pareto.csv", to_csv([{k: r[k] for k in ("model", "method", "forget_reproduction_pct", "fid")}
                                           for r in rows]))
