@@ -3,6 +3,7 @@ Snakemake runs everything, has nothing left to do after, reruns only the branch 
 parameter changed, stops on bad params before any compute; `dvc repro` in a fresh git
 repository runs the same stages and gets the same numbers."""
 
+import contextlib
 import json
 import os
 import re
@@ -171,46 +172,45 @@ def test_second_run_has_nothing_to_do(snakemake_run):
     assert "Nothing to be done" in snakemake(snakemake_run, "--dry-run").stdout
 
 
+@contextlib.contextmanager
+def edited_params(workdir: Path, edit=None, text: str | None = None):
+    """params.yaml changed by ``edit`` (a function of the params) or replaced by ``text``, for the
+    time of the ``with`` block; restored after."""
+    good = (workdir / "params.yaml").read_text()
+    if text is None:
+        params = yaml.safe_load(good)
+        edit(params)
+        text = yaml.safe_dump(params)
+    (workdir / "params.yaml").write_text(text)
+    try:
+        yield
+    finally:
+        (workdir / "params.yaml").write_text(good)
+
+
 def test_bad_params_stop_before_any_compute(snakemake_run):
     w = snakemake_run
-    good = (w / "params.yaml").read_text()
     before = output_mtimes(w)
-    bad = yaml.safe_load(good)
-    bad["methods"]["retrack"]["lr"] = "fast"
-    (w / "params.yaml").write_text(yaml.safe_dump(bad))
-    try:
+    with edited_params(w, lambda p: p["methods"]["retrack"].update(lr="fast")):
         result = snakemake(w, check=False)
-    finally:
-        (w / "params.yaml").write_text(good)
     assert result.returncode != 0
     assert "methods.retrack.lr: got 'fast', expected type number" in result.stdout + result.stderr
     assert output_mtimes(w) == before
 
 
 def test_a_key_only_the_report_reads_reruns_only_the_report(snakemake_run):
-    w = snakemake_run
-    good = (w / "params.yaml").read_text()
-    params = yaml.safe_load(good)
-    params["metrics"]["trajectory"]["deleted_rate"] = 0.5
-    (w / "params.yaml").write_text(yaml.safe_dump(params))
-    try:
-        plan = snakemake(w, "--dry-run").stdout
-    finally:
-        (w / "params.yaml").write_text(good)
+    with edited_params(snakemake_run, lambda p: p["metrics"]["trajectory"].update(deleted_rate=0.5)):
+        plan = snakemake(snakemake_run, "--dry-run").stdout
     assert planned_jobs(plan) == {"report": 1, "all": 1, "total": 2}, plan
 
 
 def test_key_order_and_formatting_of_params_never_rerun(snakemake_run):
-    w = snakemake_run
-    good = (w / "params.yaml").read_text()
-    params = yaml.safe_load(good)
+    params = yaml.safe_load((snakemake_run / "params.yaml").read_text())
     shuffled = {key: params[key] for key in reversed(list(params))}
     shuffled["metrics"] = {key: params["metrics"][key] for key in reversed(list(params["metrics"]))}
-    (w / "params.yaml").write_text("# reordered\n" + yaml.safe_dump(shuffled, sort_keys=False, default_flow_style=True))
-    try:
-        plan = snakemake(w, "--dry-run").stdout
-    finally:
-        (w / "params.yaml").write_text(good)
+    text = "# reordered\n" + yaml.safe_dump(shuffled, sort_keys=False, default_flow_style=True)
+    with edited_params(snakemake_run, text=text):
+        plan = snakemake(snakemake_run, "--dry-run").stdout
     assert "Nothing to be done" in plan, plan
 
 
@@ -218,15 +218,9 @@ def test_a_missing_input_file_stops_the_run_whatever_outputs_exist(snakemake_run
     """After a complete run, data.inject names a file that does not exist: the run stops before
     any job, naming the file and its key, and keeps every output."""
     w = snakemake_run
-    good = (w / "params.yaml").read_text()
     before = output_mtimes(w)
-    params = yaml.safe_load(good)
-    params["data"]["inject"][0]["image"] = "no/such/tshirt.png"
-    (w / "params.yaml").write_text(yaml.safe_dump(params))
-    try:
+    with edited_params(w, lambda p: p["data"]["inject"][0].update(image="no/such/tshirt.png")):
         result = snakemake(w, check=False)
-    finally:
-        (w / "params.yaml").write_text(good)
     assert result.returncode != 0
     assert "data.inject[0].image: no/such/tshirt.png: no such file or directory" in result.stdout + result.stderr
     assert output_mtimes(w) == before

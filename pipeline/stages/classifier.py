@@ -1,18 +1,9 @@
-"""Stage classifier: a small digit classifier trained on the retain set, for FID and IS.
+"""Stage classifier: the digit classifier of FID, IS and the copy-detection fallback
+(:mod:`pipeline.evaluation.classifier`), trained on the labelled retain images and tested on the
+held-out ones.
 
-The MNIST T-shirt protocol of SISS (Alberti et al. 2025) and ReTrack scores the quality of MNIST
-samples with an MNIST digit classifier instead of Inception v3, which was trained on natural RGB
-photographs: FID on the classifier's penultimate features and IS on its logits
-(:mod:`pipeline.evaluation.quality`). Its features are also the copy-detection embedding when no SSCD model
-is given (:mod:`pipeline.evaluation.copydetect`).
-
-The classifier is trained on the labelled retain images only (forget rows, and injected rows,
-whose label is -1, are left out), so nothing of the forget set shapes the figures that judge
-forgetting, and it is tested on the held-out images (``data.heldout``), which no model ever sees.
-
-Outputs: ``models/classifier.pt`` (``torch.save`` of ``{"state_dict", "config": {"channels",
-"classes"}}``, read back by :func:`load_classifier`) and ``metrics/classifier.json`` (test accuracy,
-image counts, steps, wall time).
+Outputs: ``models/classifier.pt`` and ``metrics/classifier.json`` (test accuracy, image counts,
+steps, wall time).
 """
 
 from __future__ import annotations

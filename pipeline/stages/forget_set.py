@@ -1,26 +1,6 @@
-r"""Stage forget_set: which rows of the training set X form the forget set A; R = X \ A.
-
-Strategies (``forget.strategy``), as deletion requests arrive:
-
-- ``injected``: every injected copy (the benchmark setting);
-- ``label``: every row with a label; ``indices``: rows of X; ``files``: images by name (see
-  :mod:`pipeline.data.training_set`: ``mnist-train-00042``, a path relative to the image folder, ``tshirt``).
-  These select exactly the rows asked for; identical copies left in R are logged as a warning;
-- ``random``: ``k`` distinct images drawn with ``seed``;
-- ``memorized``: what the pretrained model leaks. Draw M samples from it, find each sample's
-  nearest distinct training image x (exact L2 in [0, 1] pixel space), and count the sample as a
-  reproduction of x when ``d(sample, x) < threshold * d_NN(x)``, where d_NN(x) is the distance
-  from x to its nearest other distinct training image: a copy is much closer to x than x's own
-  neighbours are. Images reproduced at least ``min_count`` times are selected, most reproduced
-  first, at most ``max_images`` (Carlini et al. 2023, "Extracting training data from diffusion
-  models", use the same search-and-compare with a data-relative distance);
-- ``duplicated``: clusters of near-duplicates: connected components of the graph linking distinct
-  images closer than ``threshold * median d_NN`` (faiss range search), a cluster's size counting
-  identical copies; clusters of at least ``min_size`` rows are selected, largest first, at most
-  ``max_clusters``. Duplication is what drives memorization (Carlini et al. 2023; Somepalli et al.
-  2023).
-
-``random``, ``memorized`` and ``duplicated`` select distinct images and take every identical copy.
+r"""Stage forget_set: which rows of the training set X form the forget set A; R = X \ A, by the
+strategy ``forget.strategy`` (:mod:`pipeline.data.forget_sets` states each exactly). For
+``memorized`` it first samples the pretrained model (``forget.memorized``).
 
 Outputs: ``forget.npz`` with ``rows`` (rows of X in A), ``group`` (for each row of A, which
 distinct image it is: identical copies share one group) and ``distinct`` (one row of X per group);

@@ -1,23 +1,12 @@
-"""Stage knn: an index of the retain set R and the K nearest retain images of each distinct
-forget image, by L2 distance in ``knn.space`` (pixels, a VAE latent space or an embedding; see
-:mod:`pipeline.search.embeddings`), as ReTrack needs them (methods.md 6: computed once, before training).
+"""Stage knn: an index of the retain set R, and the K nearest retain images of each distinct forget
+image, by L2 distance in ``knn.space`` (:mod:`pipeline.search.neighbours`,
+:mod:`pipeline.search.embeddings`), as ReTrack needs them (methods.md 6: computed once, before
+training).
 
-Search is faiss throughout:
-
-- ``flat`` (default): exact search. The vectors stay in a memory-mapped file and are scanned in
-  blocks of :data:`BLOCK_BYTES`, so memory is bounded by a block,
-  not by the data set (CelebA-HQ in pixels is 30,000 x 196,608 floats = 24 GB). It runs on the
-  GPUs when faiss is a GPU build (``faiss-gpu`` instead of ``faiss-cpu``) and one is visible.
-- ``ivf``, ``hnsw``, ``ivfpq``: approximate indexes for large sets (faiss ``IVF<nlist>,Flat``,
-  ``HNSW<m>`` and ``IVF<nlist>,PQ<pq_m>x4fs``, 4-bit fast-scan product codes). Their candidates
-  (4K of them) are re-ranked by exact distance, and their recall@K against exact search is
-  measured on a seeded sample of retain images and written into ``index.json``. They are built
-  and searched on the CPU.
-
-Outputs: the index directory (``vectors.npy`` the retain set's vectors, ``rows.npy`` their rows of
-X, ``index.faiss`` for an approximate kind, ``index.json`` what it is and how good), ``knn.npz``
-with ``neighbours`` (rows of X, shape (n_distinct, K), nearest first) and ``distances`` (L2 in the
-space, not squared), and a PNG with one row per forget image: the image, then its neighbours.
+Outputs: the index directory (``vectors.npy``, ``rows.npy``, ``index.faiss`` for an approximate
+kind, ``index.json``), ``knn.npz`` with ``neighbours`` (rows of X, shape (n_distinct, K), nearest
+first) and ``distances`` (L2 in the space, not squared), and a PNG with one row per forget image:
+the image, then its neighbours.
 """
 
 from __future__ import annotations

@@ -1,24 +1,5 @@
-"""Stage metrics: how much of the forget set a model still holds, and what forgetting cost.
-
-From the model's samples:
-
-- Forget reproduction (the "% T-shirt" of the SISS/ReTrack MNIST protocol): the share of samples
-  whose L2 distance, in [0, 1] pixel space, to some distinct forget image a_j is below tau_j. The
-  protocol's tau = 10 over 784 pixels sits at 0.87 of the T-shirt's distance to its nearest MNIST
-  digit (11.49), so by default tau_j = 0.87 * d(a_j, nearest retain image)
-  (``metrics.threshold.rule: relative``); ``absolute`` sets tau directly. The JSON says which.
-- Nearest-neighbour memorization: the share of samples whose nearest distinct training image is a
-  forget image and lies much closer than the second nearest, d_1 < ``ratio`` * d_2 (a relative
-  distance test like that of training-data extraction, Carlini et al. 2023; identical copies count
-  as one image, or the test could never pass for a duplicated image).
-- Quality: FID and IS (:mod:`pipeline.evaluation.quality`) of the samples that are not forget
-  reproductions, as in the reference protocol.
-
-From the model itself, for each distinct forget image: its NLL in bits/dim by the probability-flow
-ODE (:mod:`pipeline.evaluation.likelihood`), the memorization probe at t = 250 with pixel and embedding
-similarity and the normalized SSCD (:mod:`pipeline.evaluation.probes`, :mod:`pipeline.evaluation.copydetect`), and the
-loss-based membership attack's AUC against held-out images. Cost: the wall time, steps and peak
-memory that the model's training or unlearning job recorded.
+"""Stage metrics: how much of the forget set one model still holds, and what forgetting cost
+(every figure is defined in :mod:`pipeline.evaluation.metrics` and the modules it names).
 
 Outputs: ``metrics/<model>.json``, and ``metrics/<model>.npz`` with the probe's noised images and
 reconstructions (``noised``, ``reconstructions``: (m, draws, C, H, W) in [0, 1]).

@@ -1,11 +1,5 @@
-"""Stage trajectory: forgetting and quality over the steps of an unlearning run.
-
-For a run, each checkpoint that ``checkpoint_every`` left under ``checkpoints/step-NNNNNN/`` and
-the final model; for the pretrained model, step 0 alone. Each gets ``metrics.trajectory.samples``
-samples, drawn as the sample stage draws them (``sampling.steps``, the same seed, so every point
-starts from the same noise), and the forget reproduction and quality of :mod:`pipeline.evaluation.metrics`.
-The report draws these as report/steps.png and takes the deletion step from them: the first step
-from which forget reproduction stays at or below ``metrics.trajectory.deleted_rate``.
+"""Stage trajectory: forgetting and quality over the checkpoints of one unlearning run (for the
+pretrained model, step 0 alone; :mod:`pipeline.evaluation.trajectory`).
 
 Output: a CSV with step, forget_reproduction_pct, forget_reproduced, n_samples, fid.
 """
