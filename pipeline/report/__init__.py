@@ -1,0 +1,1 @@
+"""Layer 9, report: tables, figures and the deletion audit."""
