@@ -1,4 +1,4 @@
-"""pipeline.evaluation.metrics: forget reproduction, nearest-neighbour memorization, and the per-model figures."""
+"""pipeline.evaluation.metrics and memorization: forget reproduction, nearest-neighbour memorization, and the per-model figures."""
 
 import json
 
@@ -7,14 +7,8 @@ import pytest
 import torch
 
 from pipeline.evaluation.copydetect import Embedding
-from pipeline.evaluation.metrics import (
-    copy_detection,
-    cost,
-    evaluate_samples,
-    nn_memorization,
-    reproduction,
-    thresholds,
-)
+from pipeline.evaluation.memorization import nn_memorization, reproduction, thresholds
+from pipeline.evaluation.metrics import copy_detection, cost, evaluate_samples
 from pipeline.stages.metrics import main
 
 

@@ -38,6 +38,11 @@ def square_resize(image: Image.Image, resolution: int, channels: int) -> np.ndar
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
+def flat_float(images: np.ndarray) -> np.ndarray:
+    """Images (N, ...) as contiguous float32 rows (N, prod(...)), for distance computations."""
+    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
+
+
 def grid(images: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 0.5) -> np.ndarray:
     """Tile (N, C, H, W) images into one (H', W', C) array with ``pad`` pixels between them."""
     n, c, h, w = images.shape

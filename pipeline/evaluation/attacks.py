@@ -25,7 +25,7 @@ from pipeline.diffusion.images import to_float
 from pipeline.diffusion.models import compute_settings
 from pipeline.diffusion.sampler import sample
 from pipeline.evaluation.likelihood import ProbabilityFlowNLL
-from pipeline.evaluation.metrics import nearest_retain_distance, reproduction, thresholds
+from pipeline.evaluation.memorization import nearest_retain_distance, reproduction, thresholds
 from pipeline.evaluation.probes import reconstruct
 from pipeline.methods.losses import DDPMLoss
 from pipeline.training.loop import BatchSource, optimizer_settings, train

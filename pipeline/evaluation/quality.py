@@ -33,7 +33,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.inception import InceptionScore
 
-from pipeline.diffusion.images import to_uint8
+from pipeline.diffusion.images import flat_float, to_uint8
 from pipeline.errors import UserError
 
 BATCH = 100  # images per forward pass
@@ -46,10 +46,6 @@ TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"  # torch-fi
 
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + TORCH_FIDELITY_WEIGHTS
-
-
-def flat_float(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
 
 
 class PCAFeatures(nn.Module):
