@@ -1,4 +1,5 @@
-"""pipeline.evaluation.metrics and memorization: forget reproduction, nearest-neighbour memorization, and the per-model figures."""
+"""pipeline.evaluation.metrics and memorization: forget reproduction, nearest-neighbour memorization,
+and the per-model figures."""
 
 import json
 
