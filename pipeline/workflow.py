@@ -203,32 +203,61 @@ def output_kind(path: str) -> tuple[str, dict]:
     return "outs", {}
 
 
-def templated(entry: dict, value: str) -> str:
-    """``entry`` as JSON with every whole occurrence of the wildcard ``value`` written ``${item}``."""
-    return re.sub(rf"(?<![\w+-]){re.escape(value)}(?![\w+-])", "${item}", json.dumps(entry))
+def substituted(text: str, wildcards: dict[str, str]) -> str:
+    """``text`` with every whole occurrence of each wildcard's value written as DVC's ``${item}``
+    (one wildcard) or ``${item.<name>}`` (several)."""
+    for name, value in sorted(wildcards.items(), key=lambda w: -len(w[1])):  # longer values first
+        placeholder = "${item}" if len(wildcards) == 1 else f"${{item.{name}}}"
+        text = re.sub(rf"(?<![\w+-]){re.escape(value)}(?![\w+-])", lambda _: placeholder, text)
+    return text
+
+
+def templated(entry: dict, wildcards: dict[str, str], code_dir: str) -> dict:
+    """The stage ``entry`` of a job with its ``wildcards`` as DVC placeholders, in the command and
+    the data paths; the code paths and the params keys stay as they are."""
+    def data_path(item):
+        if isinstance(item, dict):
+            return {substituted(key, wildcards): value for key, value in item.items()}
+        return item if item.startswith(code_dir + "/") else substituted(item, wildcards)
+
+    return {key: substituted(value, wildcards) if key == "cmd" else value if key == "params"
+            else [data_path(item) for item in value] for key, value in entry.items()}
+
+
+def rendered(template: dict, wildcards: dict[str, str]) -> dict:
+    """A template's stage for one job: DVC's interpolation of ``${item}`` / ``${item.<name>}``."""
+    text = json.dumps(template)
+    for name, value in wildcards.items():
+        text = text.replace("${item}" if len(wildcards) == 1 else f"${{item.{name}}}", value)
+    return json.loads(text)
 
 
 def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> dict:
-    """The stages of one rule's jobs: one per job, or for jobs that differ only in their one
-    wildcard, one ``foreach`` stage per shared template (``unlearn-<method>``, ``sample``)."""
-    entries = {stage_name(job): stage(job, params, code_dir) for job in jobs}
-    values = [next(iter(job["wildcards"].values())) if len(job["wildcards"]) == 1 else None for job in jobs]
-    if len(jobs) == 1 or None in values:
-        return entries
-    groups: dict[str, list[str]] = {}
-    for entry, value in zip(entries.values(), values):
-        groups.setdefault(templated(entry, value), []).append(value)
-    for template, items in groups.items():
-        expected = [json.loads(template.replace("${item}", item)) for item in items]
-        if expected != [entries[stage_name(job)] for job, v in zip(jobs, values) if v in items]:
-            return entries  # a value also occurs where it is not the wildcard: keep the jobs apart
+    """The stages of one rule's jobs: one per job, or for jobs that differ only in their wildcards,
+    one ``foreach`` stage per shared template (``unlearn-<method>``, ``sample``, ``attack``): over
+    the wildcard's values, or with several wildcards over a mapping from their joined values to
+    them (stage ``attack@retrack-s0-retain``)."""
+    entries = [stage(job, params, code_dir) for job in jobs]
+    if len(jobs) == 1 or not jobs[0]["wildcards"]:
+        return {stage_name(job): entry for job, entry in zip(jobs, entries)}
+    groups: dict[str, list[dict]] = {}
+    for job, entry in zip(jobs, entries):
+        template = templated(entry, job["wildcards"], code_dir)
+        if rendered(template, job["wildcards"]) != entry:  # a value also stands where it is not the wildcard
+            return {stage_name(job): entry for job, entry in zip(jobs, entries)}
+        groups.setdefault(json.dumps(template), []).append(job["wildcards"])
+    names = list(jobs[0]["wildcards"])
+    if len(groups) > 1 and names != ["run"]:
+        return {stage_name(job): entry for job, entry in zip(jobs, entries)}
+
+    def foreach(items: list[dict]):
+        return [w[names[0]] for w in items] if len(names) == 1 else {"-".join(w.values()): w for w in items}
+
     if len(groups) == 1:
-        return {rule: {"foreach": values, "do": json.loads(next(iter(groups)))}}
-    wildcard = next(iter(jobs[0]["wildcards"]))
-    name = (lambda items: f"{rule}-{Run.parse(items[0]).method}") if wildcard == "run" else None
-    if name is None or len({name(items) for items in groups.values()}) < len(groups):
-        return entries
-    return {name(items): {"foreach": items, "do": json.loads(template)} for template, items in groups.items()}
+        (template, items), = groups.items()
+        return {rule: {"foreach": foreach(items), "do": json.loads(template)}}
+    return {f"{rule}-{Run.parse(items[0]['run']).method}": {"foreach": foreach(items), "do": json.loads(template)}
+            for template, items in groups.items()}
 
 
 def render(workdir: Path) -> str:

@@ -152,9 +152,9 @@ rule attack:
     params:
         tracked=tracked("attack"),
     log:
-        "logs/attack/{model}-{kind}.log",
+        "logs/attack/{model}/{kind}.log",
     benchmark:
-        "logs/benchmarks/attack/{model}-{kind}.tsv"
+        "logs/benchmarks/attack/{model}/{kind}.tsv"
     threads: TORCH_THREADS
     resources:
         mem_mb=16000,
