@@ -199,6 +199,7 @@ rule report:
 
 rule audit:
     input:
+        unpack(lambda wildcards: {"request": path for path in EXTERNAL["request"]}),  # its id and date
         metrics=expand("metrics/{model}.json", model=MODELS),
         models=expand("models/{model}", model=MODELS),
         data=rules.data.output.train,

@@ -168,6 +168,22 @@ def test_memorized_forget_set_is_selected_from_the_pretrained_model(tmp_path):
     assert "rule pretrain:" in plan and "--model models/pretrained --out data/forget.npz" in plan
 
 
+def test_a_deletion_request_is_an_input_of_the_forget_set_and_of_the_audit(tmp_path):
+    w = make_workdir(tmp_path)
+    request = {"id": "req-1", "date": "2026-12-01", "images": [{"name": "tshirt"}]}
+    (w / "request.yaml").write_text(yaml.safe_dump(request))
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    params["forget"] = {"strategy": "request", "request": {"file": "request.yaml", "near_duplicates": 0.1}}
+    (w / "params.yaml").write_text(yaml.safe_dump(params))
+    plan = snakemake(w, "--dry-run", "--forceall").stdout
+    inputs = {block.split(":", 1)[0]: block for block in plan.split("\nrule ")[1:]}
+    assert "request.yaml" in inputs["forget_set"].split("output:")[0]
+    assert "request.yaml" in inputs["audit"].split("output:")[0]
+    (w / "request.yaml").unlink()
+    result = snakemake(w, "--dry-run", check=False)
+    assert result.returncode != 0 and "forget.request.file: request.yaml: no such file" in result.stdout + result.stderr
+
+
 def test_second_run_has_nothing_to_do(snakemake_run):
     assert "Nothing to be done" in snakemake(snakemake_run, "--dry-run").stdout
 
