@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.params.inputs import external_files, missing_inputs, needs_classifier
-from pipeline.params.runs import RUN_PATTERN, Run, model_names, runs
+from pipeline.params.runs import RUN_PATTERN, model_names, runs
 from pipeline.params.tracking import lookup, stage_keys
 from pipeline.params.validation import read_changes, resolve
 
