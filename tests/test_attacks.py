@@ -67,9 +67,10 @@ def test_a_model_that_memorized_the_image_reproduces_it_after_the_attack(params,
 
 
 def test_the_report_sets_each_attack_beside_the_models_own_figures():
-    own = {"n_samples": 100, "forget_reproduction": {"per_image": [{"reproduced": 0}, {"reproduced": 2}]},
-           "per_image": [{"nll_bits_per_dim": 6.0, "probe_pixel_l2": 1.0}, {"nll_bits_per_dim": 7.0,
-                                                                             "probe_pixel_l2": 2.0}]}
+    own = {"n_samples": 100,  # a metrics JSON's forget figures, two forget images (rows 3 and 8)
+           "forget_reproduction": {"per_image": [{"row": 3, "reproduced": 0}, {"row": 8, "reproduced": 2}]},
+           "per_image": [{"row": 3, "nll_bits_per_dim": 6.0, "probe_pixel_l2": 1.0},
+                         {"row": 8, "nll_bits_per_dim": 7.0, "probe_pixel_l2": 2.0}]}
     after = {"model": "retrack-s0", "kind": "neighbours", "steps": 50, "reproduction": 0.3,
              "nll_bits_per_dim": 3.0, "probe_pixel_l2": 0.5}
     (row,) = resurgence_rows({"retrack-s0": own}, [after])

@@ -89,12 +89,18 @@ SOURCE_SIZES = {"mnist": (60000, 10000), "MNIST": (60000, 10000), "FashionMNIST"
                 "KMNIST": (60000, 10000), "CIFAR10": (50000, 10000), "CIFAR100": (50000, 10000)}
 
 
+def source_sizes(params: dict) -> tuple[int, int] | None:
+    """(training, test) images of ``data.source`` when params fix them (None for a folder)."""
+    source = params["data"]["source"]
+    return None if source["kind"] == "folder" else SOURCE_SIZES.get(
+        source["kind"] if source["kind"] == "mnist" else source.get("dataset") or "")
+
+
 def base_bound(params: dict) -> int | None:
     """The most base images the training set can have, from params alone (None: only the data can
     tell, a folder without ``limit``)."""
-    source = params["data"]["source"]
-    known = SOURCE_SIZES.get(source["kind"] if source["kind"] == "mnist" else source.get("dataset") or "")
-    bounds = [b for b in (source.get("limit"), known[0] if source["kind"] != "folder" and known else None) if b]
+    known = source_sizes(params)
+    bounds = [b for b in (params["data"]["source"].get("limit"), known[0] if known else None) if b]
     return min(bounds) if bounds else None
 
 
@@ -116,9 +122,9 @@ def data_bound_checks(params: dict) -> list[str]:
     """The checks against the size of the data that params alone decide (docs/usage.md lists the
     ones that must wait for the data)."""
     problems = []
-    source, heldout = params["data"]["source"], params["data"]["heldout"]
-    known = SOURCE_SIZES.get(source["kind"] if source["kind"] == "mnist" else source.get("dataset") or "")
-    if source["kind"] != "folder" and known and heldout > known[1]:
+    heldout = params["data"]["heldout"]
+    known = source_sizes(params)
+    if known and heldout > known[1]:
         problems.append(f"data.heldout: {heldout} held-out images requested, but the test split has {known[1]}")
     retain = retain_bound(params)
     if retain is not None and params["knn"]["k"] > retain:

@@ -30,7 +30,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipeline.report.tables import markdown_table
+from pipeline.report.tables import forget_image_figures, markdown_table
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 
@@ -56,19 +56,10 @@ def params_digest(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
-def image_figures(metrics: dict) -> dict[int, dict]:
-    """Per forget image (by row): reproduction share, NLL, probe nSSCD."""
-    n = metrics["n_samples"]
-    out = {p["row"]: {"reproduction": p["reproduced"] / n} for p in metrics["forget_reproduction"]["per_image"]}
-    for p in metrics["per_image"]:
-        out[p["row"]].update(nll=p["nll_bits_per_dim"], nsscd=p["nsscd"])
-    return out
-
-
 def judge(metrics: dict, reference: dict | None, cfg: dict) -> dict:
     """The verdict on one model (``metrics``: its metrics JSON) against the retrained model's
     metrics ``reference`` (None: the held-out baseline), by the rules of ``cfg`` (module doc)."""
-    ours, ref = image_figures(metrics), image_figures(reference) if reference else {}
+    ours, ref = forget_image_figures(metrics), forget_image_figures(reference) if reference else {}
     images = []
     for row, fig in ours.items():
         base = ref.get(row)
@@ -76,7 +67,7 @@ def judge(metrics: dict, reference: dict | None, cfg: dict) -> dict:
                                                            cfg["max_reproduction"]), "<="),
                  "probe_nsscd": (fig["nsscd"], base["nsscd"] + cfg["nsscd_margin"] if base else cfg["max_nsscd"], "<=")}
         if base:
-            rules["nll_bits_per_dim"] = (fig["nll"], base["nll"] - cfg["nll_margin"], ">=")
+            rules["nll_bits_per_dim"] = (fig["nll_bits_per_dim"], base["nll_bits_per_dim"] - cfg["nll_margin"], ">=")
         checks = {name: {"value": value, "threshold": threshold, "rule": op,
                          "pass": bool(value <= threshold if op == "<=" else value >= threshold)}
                   for name, (value, threshold, op) in rules.items()}

@@ -146,13 +146,23 @@ RESURGENCE = (("reproduction", "forget reproduction (%)", 100, ".2f"),  # figure
               ("nll_bits_per_dim", "forget NLL (bits/dim)", 1, ".2f"), ("probe_pixel_l2", "probe L2", 1, ".3f"))
 
 
+def forget_image_figures(metrics: dict) -> dict[int, dict]:
+    """Per forget image (by row) of a metrics JSON: the share of samples reproducing it, its NLL,
+    and the probe's pixel L2 and nSSCD."""
+    n = metrics["n_samples"]
+    out = {p["row"]: {"reproduction": p["reproduced"] / n} for p in metrics["forget_reproduction"]["per_image"]}
+    for p in metrics["per_image"]:
+        out[p["row"]].update(nll_bits_per_dim=p["nll_bits_per_dim"], probe_pixel_l2=p.get("probe_pixel_l2"),
+                             nsscd=p.get("nsscd"))
+    return out
+
+
 def model_forget_figures(metrics: dict) -> dict:
     """A model's own forget-set figures, as a relearning attack measures them after it: the mean
     over forget images of the share of samples reproducing each, its NLL, the probe's pixel L2."""
-    n = metrics["n_samples"]
-    return {"reproduction": float(np.mean([p["reproduced"] / n for p in metrics["forget_reproduction"]["per_image"]])),
-            "nll_bits_per_dim": float(np.mean([p["nll_bits_per_dim"] for p in metrics["per_image"]])),
-            "probe_pixel_l2": float(np.mean([p["probe_pixel_l2"] for p in metrics["per_image"]]))}
+    images = forget_image_figures(metrics).values()
+    return {key: float(np.mean([image[key] for image in images]))
+            for key in ("reproduction", "nll_bits_per_dim", "probe_pixel_l2")}
 
 
 def resurgence_rows(metrics: dict[str, dict], attacks: list[dict]) -> list[dict]:
