@@ -27,4 +27,5 @@ rule all:
         report_outputs(),
         diagnostics_outputs(),
         rules.audit.output,
+        requests_outputs(),
     default_target: True

@@ -236,7 +236,9 @@ def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> 
     """The stages of one rule's jobs: one per job, or for jobs that differ only in their wildcards,
     one ``foreach`` stage per shared template (``unlearn-<method>``, ``sample``, ``attack``): over
     the wildcard's values, or with several wildcards over a mapping from their joined values to
-    them (stage ``attack@retrack-s0-retain``)."""
+    them (stage ``attack@retrack-s0-retain``). A job alone with its template (the step of a
+    sequence of requests that starts from its own previous model) is a stage of its own
+    (``unlearn-retrack-s0-q2``)."""
     entries = [stage(job, params, code_dir) for job in jobs]
     if len(jobs) == 1 or not jobs[0]["wildcards"]:
         return {stage_name(job): entry for job, entry in zip(jobs, entries)}
@@ -256,8 +258,18 @@ def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> 
     if len(groups) == 1:
         (template, items), = groups.items()
         return {rule: {"foreach": foreach(items), "do": json.loads(template)}}
-    return {f"{rule}-{Run.parse(items[0]['run']).method}": {"foreach": foreach(items), "do": json.loads(template)}
-            for template, items in groups.items()}
+    out = {}
+    for template, items in groups.items():
+        if len(items) == 1:
+            job = next(job for job in jobs if job["wildcards"] == items[0])
+            name, entry = stage_name(job), rendered(json.loads(template), items[0])
+        else:
+            name, entry = f"{rule}-{Run.parse(items[0]['run']).method}", {"foreach": foreach(items),
+                                                                          "do": json.loads(template)}
+        if name in out:
+            raise ValueError(f"two groups of {rule} jobs would both be the stage {name}")
+        out[name] = entry
+    return out
 
 
 def render(workdir: Path) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.params.inputs import external_files, missing_inputs, needs_classifier
-from pipeline.params.runs import RUN_PATTERN, model_names, runs
+from pipeline.params.runs import RUN_PATTERN, Run, model_names, runs, sequence_runs
 from pipeline.params.tracking import lookup, stage_keys
 from pipeline.params.validation import read_changes, resolve
 
@@ -27,6 +27,7 @@ if MISSING:
     sys.exit(f"error: params.yaml: {MISSING[0]}")
 
 MODELS = model_names(PARAMS)
+SEQUENCE = [run.name for run in sequence_runs(PARAMS)]  # the runs of experiment.requests, in their own report
 EXTERNAL = external_files(PARAMS)  # files from outside the workflow, inputs of the rules that read them
 # Threads of the jobs that run torch: locally every core Snakemake has (torch uses them all, so two
 # torch jobs never compete for cores); on a cluster, the profile's `cores` (CPUs per job).
@@ -61,8 +62,14 @@ def report_outputs(flagged=False):
 
 
 def main_runs():
-    """The runs of experiment.methods x seeds (not the cells of the sweep)."""
-    return [run.name for run in runs(PARAMS) if run.window is None and run.radius is None]
+    """The runs of experiment.methods x seeds (not the cells of the sweep, nor the steps of a
+    sequence of requests)."""
+    return [run.name for run in runs(PARAMS) if run.window is None and run.radius is None and run.request is None]
+
+
+def requests_outputs():
+    """The report on a sequence of requests (experiment.requests), when there is one."""
+    return expand("report/requests.{ext}", ext=["csv", "md", "png"]) if SEQUENCE else []
 
 
 def diagnostics_outputs():
@@ -96,7 +103,7 @@ def model_files(*kinds):
 def forget_inputs(wildcards):
     """The training set, the deletion request of strategy ``request``, and the pretrained model when
     the forget set is what that model reproduces."""
-    inputs = {"data": rules.data.output.train, **{"request": path for path in EXTERNAL["request"]}}
+    inputs = {"data": rules.data.output.train, **({"request": EXTERNAL["request"]} if EXTERNAL["request"] else {})}
     if PARAMS["forget"]["strategy"] == "memorized":
         inputs["model"] = rules.pretrain.output[0]
     return inputs
@@ -118,6 +125,12 @@ def classifier_option(wildcards, input):
 
 
 def trajectory_models():
-    """The pretrained model (step 0), every unlearning run, and the retrained reference (sampled like
-    the checkpoints, so that the report compares like with like)."""
-    return ["pretrained", *(run.name for run in runs(PARAMS)), *(["retrained"] if PARAMS["experiment"]["retrain"] else [])]
+    """The pretrained model (step 0), every unlearning run but a sequence's steps, and the retrained
+    reference (sampled like the checkpoints, so that the report compares like with like)."""
+    return ["pretrained", *(run.name for run in runs(PARAMS) if run.request is None),
+            *(["retrained"] if PARAMS["experiment"]["retrain"] else [])]
+
+
+def report_models():
+    """The models of the report's tables: all but the steps of a sequence of requests."""
+    return [model for model in MODELS if model not in SEQUENCE]

@@ -170,9 +170,9 @@ rule attack:
 
 rule report:
     input:
-        metrics=expand("metrics/{model}.json", model=MODELS),
-        probes=expand("metrics/{model}.npz", model=MODELS),
-        samples=expand("samples/{model}.npz", model=MODELS),
+        metrics=expand("metrics/{model}.json", model=report_models()),
+        probes=expand("metrics/{model}.npz", model=report_models()),
+        samples=expand("samples/{model}.npz", model=report_models()),
         trajectories=expand("trajectory/{model}.csv", model=trajectory_models()),
         attacks=attack_outputs(),
         forget=rules.forget_set.output.npz,
@@ -199,7 +199,7 @@ rule report:
 
 rule audit:
     input:
-        unpack(lambda wildcards: {"request": path for path in EXTERNAL["request"]}),  # its id and date
+        unpack(lambda wildcards: {"request": EXTERNAL["request"]} if EXTERNAL["request"] else {}),  # id, date
         metrics=expand("metrics/{model}.json", model=MODELS),
         models=expand("models/{model}", model=MODELS),
         data=rules.data.output.train,
@@ -222,3 +222,30 @@ rule audit:
     shell:
         "python -m pipeline.stages.audit --params params.yaml --metrics {input.metrics} --models {input.models} "
         "--data {input.data} --forget {input.forget} --out {output.json} --md {output.md} --log {log}"
+
+
+rule requests:
+    input:
+        metrics=expand("metrics/{model}.json", model=["pretrained", *SEQUENCE]),
+        models=expand("models/{model}", model=["pretrained", *SEQUENCE]),
+        requests=EXTERNAL["request"],
+        forget=rules.forget_set.output.npz,
+    output:
+        csv="report/requests.csv",
+        md="report/requests.md",
+        png="report/requests.png",
+    params:
+        tracked=tracked("requests"),
+    log:
+        "logs/requests.log",
+    benchmark:
+        "logs/benchmarks/requests.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.stages.requests --params params.yaml --metrics {input.metrics} --models {input.models} "
+        "--forget {input.forget} --csv {output.csv} --md {output.md} --png {output.png} --log {log}"

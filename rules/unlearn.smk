@@ -1,4 +1,5 @@
-# Stage 5: one job per run of `experiment` in params.yaml: method x seed, and the cells of its sweep.
+# Stage 5: one job per run of `experiment` in params.yaml: method x seed, the cells of its sweep, and
+# the steps of its sequence of requests (each from the previous step's model).
 
 
 rule unlearn:
@@ -6,7 +7,7 @@ rule unlearn:
         data=rules.data.output.train,
         forget=rules.forget_set.output.npz,
         knn=rules.knn.output.npz,
-        model=rules.pretrain.output[0],
+        model=lambda wildcards: f"models/{Run.parse(wildcards.run).previous}",
     output:
         directory("models/{run}"),
     params:

@@ -86,7 +86,7 @@ def write_inputs(tmp_path, params, rng, labels_of_base=None, heldout_labels=True
              labels=np.r_[labels, np.full(5, -1)], injected=np.r_[np.full(45, -1), np.zeros(5)].astype(np.int64),
              names=np.array([f"mnist-train-{i:05d}" for i in range(45)] + ["tshirt"] * 5))
     save_npz(tmp_path / "forget.npz", rows=np.r_[0, np.arange(45, 50)], group=np.r_[0, np.ones(5)].astype(np.int64),
-             distinct=np.array([0, 45]))
+             distinct=np.array([0, 45]), request=np.zeros(2))
     test_images, test_labels = patterns(rng, 10)
     save_npz(tmp_path / "heldout.npz", images=test_images, labels=test_labels if heldout_labels else -test_labels - 1,
              names=np.array([f"mnist-test-{i:05d}" for i in range(30)]))

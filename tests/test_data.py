@@ -19,7 +19,8 @@ from pipeline.artifacts import load_npz, save_npz
 from pipeline.data import mnist, sets
 from pipeline.data.mnist import mnist_from_wheel
 from pipeline.data.sets import load_heldout_set
-from pipeline.data.sources import draw_tshirt, folder_images, forget_image, raw_split
+from pipeline.data.sources import DRAWN, draw_tshirt, folder_images, forget_image, raw_split
+from pipeline.params.inputs import DRAWN_IMAGES
 from pipeline.data.training_set import build_training_set, split_heldout
 from pipeline.diffusion.images import square_resize
 from pipeline.errors import UserError
@@ -56,6 +57,15 @@ def test_draw_tshirt_is_a_nontrivial_uint8_image():
     assert (t > 0).sum() > 100 and (t == 0).sum() > 100
     assert t[0, 0] == 0 and t[27, 27] == 0 and t[15, 14] > 0  # background corners, filled body
     assert len(np.unique(t)) >= 3  # background, body, stripes
+
+
+def test_drawn_images_are_distinct_and_known_to_params():
+    """params/inputs.py treats exactly the drawn names as images that are not files."""
+    assert set(DRAWN) == set(DRAWN_IMAGES)
+    legs = DRAWN["trousers"]()[24]
+    assert legs[13:15].max() == 0 and legs[8:11].min() > 0 and legs[17:20].min() > 0  # two legs apart
+    tshirt, trousers = (forget_image(name, 16, 1)[0].astype(float) for name in ("tshirt", "trousers"))
+    assert np.linalg.norm(tshirt - trousers) > 1000  # far apart: two requests, two distinct images
 
 
 def test_forget_image_tshirt_shapes():

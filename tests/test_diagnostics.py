@@ -165,7 +165,7 @@ def test_main_writes_json_and_png(tmp_path, params, unet, scheduler, rng, monkey
     save_npz(tmp_path / "train.npz", images=images, labels=np.zeros(10, dtype=np.int64),
              injected=np.arange(10) >= 5, names=np.array([f"im{i}" for i in range(10)]))
     save_npz(tmp_path / "forget.npz", rows=np.arange(5, 10), group=np.array([0, 0, 1, 1, 1]),
-             distinct=np.array([5, 7]))
+             distinct=np.array([5, 7]), request=np.zeros(2))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out, png = tmp_path / "diag/run.json", tmp_path / "diag/run.png"
     diagnostics_stage.main(["--params", str(tmp_path / "params.yaml"), "--pretrained", str(tmp_path / "pretrained"),

@@ -569,7 +569,7 @@ def test_forget_of_a_per_image_run_is_one_image_with_its_copies(rng):
     images[8] = images[5]
     rows = np.array([2, 5, 6, 8])
     group, first = group_identical(images[rows])
-    forget = {"rows": rows, "group": group, "distinct": rows[first]}
+    forget = {"rows": rows, "group": group, "distinct": rows[first], "request": np.zeros(len(first), dtype=np.int64)}
     knn = {"neighbours": np.arange(len(first) * 3).reshape(-1, 3), "distances": np.ones((len(first), 3))}
     assert forget_of("pretrained", forget, knn) == (forget, knn)
     assert forget_of("retrack-s0", forget)[0] is forget
@@ -582,3 +582,24 @@ def test_forget_of_a_per_image_run_is_one_image_with_its_copies(rng):
         assert sorted(retain_rows(10, one["rows"]).tolist() + own_rows) == list(range(10))
     with pytest.raises(UserError, match="forget image 3 asked for, but the forget set has 3 distinct images"):
         forget_of("naive-s0-i3", forget)
+
+
+def test_a_step_of_a_sequence_unlearns_its_request_and_keeps_later_ones_in_its_retain_set():
+    """Request 0 took rows 2 and 9 (identical), request 1 row 5, request 2 row 7. Step 2 (the
+    second request) unlearns row 5 alone; its retain set lacks rows 2, 9 and 5 but holds row 7, which
+    nobody had asked to delete yet; every step is judged on the whole forget set."""
+    from pipeline.data.sets import deleted_rows, forget_of, unlearned_by
+    from pipeline.params.runs import Run
+
+    rows = np.array([2, 5, 7, 9])
+    forget = {"rows": rows, "group": np.array([2, 0, 1, 2]), "distinct": np.array([5, 7, 2]),
+              "request": np.array([1, 2, 0])}
+    knn = {"neighbours": np.array([[50], [70], [20]]), "distances": np.ones((3, 1))}
+    for step, own, gone in [(1, [2, 9], [2, 9]), (2, [5], [2, 5, 9]), (3, [7], [2, 5, 7, 9])]:
+        run = Run("naive", 0, request=step)
+        part, near = unlearned_by(run, forget, knn)
+        assert part["rows"].tolist() == own and part["distinct"].tolist() == own[:1]
+        assert part["group"].tolist() == [0] * len(own) and near["neighbours"].tolist() == [[own[0] * 10]]
+        assert deleted_rows(run, forget).tolist() == gone
+        assert forget_of(run.name, forget, knn) == (forget, knn)
+    assert deleted_rows(Run("naive", 0), forget).tolist() == rows.tolist()  # all at once: every request

@@ -257,7 +257,7 @@ def write_inputs(tmp_path, params, rng, k, **index):
     names = np.array([f"img-{i}" for i in range(17)] + ["tshirt"] * 3)
     save_npz(tmp_path / "train.npz", images=images, labels=labels, injected=injected, names=names)
     save_npz(tmp_path / "forget.npz", rows=np.array([5, 17, 18, 19]), group=np.array([0, 1, 1, 1]),
-             distinct=np.array([5, 17]))
+             distinct=np.array([5, 17]), request=np.zeros(2))
     params["knn"]["k"] = k
     params["knn"]["index"] = {"kind": "flat", **index}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

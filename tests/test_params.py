@@ -53,6 +53,13 @@ def error_of(params) -> str:
         (lambda p: p["knn"]["index"].update(kind="lsh"), "knn.index.kind: got 'lsh', expected one of"),
         (lambda p: p["knn"].update(k=0), "knn.k: 0 is less than the minimum of 1"),
         (lambda p: p["knn"].update(space="latent"), "knn.encoder: required when knn.space is 'latent'"),
+        (lambda p: p["experiment"].update(requests=["q1.yaml"]),
+         "experiment.requests: needs forget.strategy 'request' (the forget set is the requests' union), not 'injected'"),
+        (lambda p: (p["forget"].update(strategy="request", request={"file": "q.yaml", "near_duplicates": 0.1}),
+                    p["experiment"].update(requests=["q1.yaml"])), "forget.request.file: must be null with"),
+        (lambda p: (p["forget"].update(strategy="request"), p["experiment"].update(requests=["q1.yaml"], per_image=True)),
+         "experiment.requests: a sequence of requests cannot be combined with experiment.per_image"),
+        (lambda p: p["experiment"].update(requests=["q1.yaml", "q1.yaml"]), "experiment.requests: ['q1.yaml', 'q1.yaml']"),
     ],
 )
 def test_bad_params_name_the_key(params, edit, expected):
@@ -76,6 +83,9 @@ def test_load_params_names_the_file(tmp_path):
         load_params(listy)
 
 
+EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/params.yaml"))
+
+
 # --- run names and the time/frequency sweep ----------------------------------------------------------
 
 NAMED_RUNS = [
@@ -85,6 +95,7 @@ NAMED_RUNS = [
     ("retrack+t0-499+r2.5-s0", Run("retrack", 0, (0, 499), 2.5)),
     ("siss-s2-i7", Run("siss", 2, image=7)),
     ("retrack+t250-750-s0-i10", Run("retrack", 0, (250, 750), image=10)),
+    ("naive-s1-q2", Run("naive", 1, request=2)),
 ]
 
 
@@ -101,7 +112,8 @@ def test_run_name_round_trip(name, run):
 
 @pytest.mark.parametrize("bad", ["retrack", "retrack-s", "Retrack-s0", "retrack+t5-s0", "retrack+r-s0",
                                  "retrack+r2+t0-4-s0", "retrack-s0x", "retrack s0", "retrack+t1-2+r3-s-1",
-                                 "retrack-i1-s0", "retrack-s0-i", "retrack-s0-i1-i2"])
+                                 "retrack-i1-s0", "retrack-s0-i", "retrack-s0-i1-i2", "retrack-q1-s0", "retrack-s0-q",
+                                 "retrack-s0-q1-i2"])
 def test_run_parse_rejects_bad_names(bad):
     with pytest.raises(UserError, match="not a run name"):
         Run.parse(bad)
@@ -197,10 +209,22 @@ def test_per_image_needs_a_counted_strategy_and_no_retrain(params):
     assert "experiment.retrain: one retrained model per forget image" in error_of(params)
 
 
-@pytest.mark.parametrize("name", ["mnist-tshirt", "cifar10", "celebahq"])
+def test_a_sequence_of_requests_runs_each_method_and_seed_once_per_request_from_the_previous_step(params):
+    params["forget"].update(strategy="request")
+    params["experiment"].update(methods=["naive", "retrack"], seeds=[0, 1], requests=["q1.yaml", "q2.yaml"])
+    params["experiment"]["sweep"]["methods"] = []
+    names = [run.name for run in runs(validate(params))]
+    assert names == ["naive-s0", "naive-s1", "retrack-s0", "retrack-s1", "naive-s0-q1", "naive-s0-q2", "naive-s1-q1",
+                     "naive-s1-q2", "retrack-s0-q1", "retrack-s0-q2", "retrack-s1-q1", "retrack-s1-q2"]
+    assert [Run.parse(n).previous for n in ("retrack-s1-q1", "retrack-s1-q2", "retrack-s1")] == [
+        "pretrained", "retrack-s1-q1", "pretrained"]
+    assert Run.parse("retrack-s1-q2").variant == "retrack-q2" and Run.parse("retrack-s1").variant == "retrack"
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_benchmark_params_are_valid(name):
     params = load_params(ROOT / "experiments" / name / "params.yaml")
-    expected = {"mnist-tshirt": 6 * 3, "cifar10": 5 * 10, "celebahq": 5 * 10}[name]
+    expected = {"mnist-tshirt": 6 * 3, "cifar10": 5 * 10, "celebahq": 5 * 10, "requests": 2 * 3 * 3}[name]
     assert len(runs(params)) == expected
 
 
@@ -223,7 +247,7 @@ def test_merged_merges_mappings_and_replaces_everything_else():
 
 
 @pytest.mark.parametrize("path", ["params.yaml", *(f"experiments/{e}/params.yaml" for e in
-                                                   ("mnist-tshirt", "cifar10", "celebahq"))])
+                                                   EXPERIMENTS)])
 def test_an_experiment_holds_only_what_differs_from_the_defaults(path):
     changes = leaves(read_changes(ROOT / path))
     default = leaves(defaults())
@@ -258,7 +282,7 @@ def test_empty_params_file_gets_the_defaults_and_one_message(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["params.yaml", "tests/tiny_params.yaml",
-                                  *(f"experiments/{e}/params.yaml" for e in ("mnist-tshirt", "cifar10", "celebahq"))])
+                                  *(f"experiments/{e}/params.yaml" for e in EXPERIMENTS)])
 def test_every_tracked_key_exists(path):
     params = load_params(ROOT / path)
     for rule in STAGE_KEYS:

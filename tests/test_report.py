@@ -87,7 +87,7 @@ def write_inputs(tmp_path, rng, names, params):
             paths["trajectories"].append(str(tmp_path / "traj" / f"{name}.csv"))
     save_npz(tmp_path / "train.npz", images=rng.integers(0, 255, (6, 1, 4, 4), dtype=np.uint8),
              labels=np.zeros(6, dtype=np.int64), injected=np.r_[np.full(5, -1), 0], names=np.array(list("abcdef")))
-    save_npz(tmp_path / "forget.npz", rows=np.array([5]), group=np.array([0]), distinct=np.array([5]))
+    save_npz(tmp_path / "forget.npz", rows=np.array([5]), group=np.array([0]), distinct=np.array([5]), request=np.zeros(1))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--params", str(tmp_path / "params.yaml"), "--data", str(tmp_path / "train.npz"),
             "--forget", str(tmp_path / "forget.npz"), "--out-dir", str(tmp_path / "report")]
@@ -189,7 +189,8 @@ def test_report_of_per_image_runs_averages_over_images(tmp_path, rng):
     save_json(tmp_path / "pretrained.json", pretrained)
     save_npz(tmp_path / "pretrained.probe.npz", noised=rng.random((2, 2, 1, 4, 4), dtype=np.float32),
              reconstructions=rng.random((2, 2, 1, 4, 4), dtype=np.float32))
-    save_npz(tmp_path / "forget.npz", rows=np.array([4, 5]), group=np.array([0, 1]), distinct=np.array([4, 5]))
+    save_npz(tmp_path / "forget.npz", rows=np.array([4, 5]), group=np.array([0, 1]), distinct=np.array([4, 5]),
+             request=np.zeros(2))
     main(args)
     md = (tmp_path / "report/table.md").read_text()
     assert "mean ± std over seeds and forget images" in md

@@ -33,9 +33,9 @@ def train():
             "names": names}
 
 
-def write_request(tmp_path, images, **extra) -> str:
-    path = tmp_path / "request.yaml"
-    path.write_text(yaml.safe_dump({"id": "req-7", "date": "2026-12-01", "images": images, **extra}))
+def write_request(tmp_path, images, name="request.yaml", id="req-7", **extra) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"id": id, "date": "2026-12-01", "images": images, **extra}))
     return str(path)
 
 
@@ -109,3 +109,33 @@ def test_the_stage_writes_the_forget_set_and_why_each_row_was_taken(tmp_path, pa
     assert [(r["row"], r["name"], r["request"], r["reason"]) for r in rows] == [
         ("7", "img-07", "req-7", "requested by name"), ("9", "victim", "req-7", "requested by name"),
         ("32", "img-32", "req-7", "near-duplicate of row 7")]
+
+
+def sequence_params(params, tmp_path, *requests):
+    """``experiment.requests``: one request file per list of images, q1.yaml, q2.yaml, ..."""
+    files = [write_request(tmp_path, images, f"q{k}.yaml", f"q{k}") for k, images in enumerate(requests, 1)]
+    params["forget"].update(strategy="request", request={"file": None, "near_duplicates": 0.1})
+    params["experiment"]["requests"] = files
+    return params
+
+
+def test_requests_in_sequence_take_their_images_in_order(tmp_path, params, train):
+    """q1 names row 7 (and takes its near-duplicate 32), q2 names row 32 again and the victim: row 32
+    stays q1's, and each row of the forget set is marked with the request that took it."""
+    params = sequence_params(params, tmp_path, [{"name": "img-07"}], [{"name": "img-32"}, {"name": "victim"}])
+    choice = choose(params, train)
+    assert choice.rows.tolist() == [7, 9, 32] and choice.request.tolist() == [0, 1, 0]
+    assert {e["row"]: e["request"] for e in choice.evidence} == {7: "q1", 9: "q2", 32: "q1"}
+    save_npz(tmp_path / "train.npz", **train)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    forget_set_stage.main(["--params", str(tmp_path / "params.yaml"), "--data", str(tmp_path / "train.npz"),
+                           "--out", str(tmp_path / "forget.npz"), "--table", str(tmp_path / "forget.csv"),
+                           "--png", str(tmp_path / "forget.png")])
+    forget = load_forget_set(tmp_path / "forget.npz")
+    assert dict(zip(forget["distinct"].tolist(), forget["request"].tolist())) == {7: 0, 9: 1, 32: 0}
+
+
+def test_a_request_whose_every_image_an_earlier_one_took_is_named(tmp_path, params, train):
+    params = sequence_params(params, tmp_path, [{"name": "img-07"}], [{"name": "img-32"}])
+    with pytest.raises(UserError, match="q2.yaml: every image request q2 names was taken by an earlier request"):
+        choose(params, train)

@@ -138,7 +138,7 @@ def workdir(tmp_path, params, unet, scheduler, images, monkeypatch):
     save_npz(tmp_path / "data/train.npz", images=images, labels=np.zeros(n, dtype=np.int64),
              injected=np.arange(n) >= n - 6, names=np.array([f"im{i}" for i in range(n)]))
     save_npz(tmp_path / "data/forget.npz", rows=np.arange(n - 6, n), group=np.arange(6) % 2,
-             distinct=np.array([34, 35]))
+             distinct=np.array([34, 35]), request=np.zeros(2))
     save_npz(tmp_path / "data/knn.npz", neighbours=np.array([[0, 1, 2, 3], [10, 11, 12, 13]]),
              distances=np.ones((2, 4), dtype=np.float32))
     save_model(tmp_path / "models/pretrained", unet, scheduler)

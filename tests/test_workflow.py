@@ -4,6 +4,8 @@ parameter changed, stops on bad params before any compute; `dvc repro` in a fres
 repository runs the same stages and gets the same numbers."""
 
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -144,7 +146,7 @@ def test_snakemake_runs_the_whole_experiment(snakemake_run):
     audit = json.loads((w / "report/audit.json").read_text())
     assert [m["model"] for m in audit["models"]] == ["pretrained", "retrained", *models[2:]]
     assert all(m["verdict"] in ("PASS", "FAIL") and len(m["weights_sha256"]) == 64 for m in audit["models"])
-    assert audit["request"] == {"id": "forget.strategy injected", "date": "–", "images": 1, "rows": 30}
+    assert audit["requests"] == [{"id": "forget.strategy injected", "date": "–", "images": 1, "rows": 30}]
     assert "# Deletion audit" in (w / "report/audit.md").read_text()
     assert not list(w.rglob(".*.tmp-*")), "a temporary file was left behind"
 
@@ -182,6 +184,41 @@ def test_a_deletion_request_is_an_input_of_the_forget_set_and_of_the_audit(tmp_p
     (w / "request.yaml").unlink()
     result = snakemake(w, "--dry-run", check=False)
     assert result.returncode != 0 and "forget.request.file: request.yaml: no such file" in result.stdout + result.stderr
+
+
+def test_requests_in_sequence_each_start_from_the_previous_model_end_to_end(tmp_path):
+    """Two injected images, two requests: naive-s0-q1 unlearns the T-shirt from the pretrained model,
+    naive-s0-q2 the trousers from naive-s0-q1's; the sequence's report and the audit's verdict per
+    request follow every step."""
+    w = make_workdir(tmp_path)
+    for k, image in enumerate(["tshirt", "trousers"], 1):
+        (w / f"q{k}.yaml").write_text(yaml.safe_dump({"id": f"req-{k}", "date": "2026-12-01",
+                                                      "images": [{"name": image}]}))
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    params["data"]["inject"].append({"image": "trousers", "copies": 30})
+    params["forget"] = {"strategy": "request", "request": {"file": None, "near_duplicates": 0.1}}
+    params["experiment"].update(methods=["naive"], retrain=False, sweep={"methods": [], "windows": [None],
+                                                                          "radii": [None]},
+                                requests=["q1.yaml", "q2.yaml"])
+    (w / "params.yaml").write_text(yaml.safe_dump(params))
+    snakemake(w, "report/requests.md", "report/audit.json")
+    names = np.load(w / "data/train.npz")["names"]
+    for step, image, start in [(1, "tshirt", "models/pretrained"), (2, "trousers", "models/naive-s0-q1")]:
+        summary = json.loads((w / f"models/naive-s0-q{step}/unlearn.json").read_text())
+        assert summary["started_from"] == start and summary["request"] == step
+        assert {names[r] for r in summary["forget_rows"]} == {image} and len(summary["forget_rows"]) == 30
+    assert len(json.loads((w / "models/naive-s0/unlearn.json").read_text())["forget_rows"]) == 60  # all at once
+    rows = list(csv.DictReader(io.StringIO((w / "report/requests.csv").read_text())))
+    assert [(r["model"], r["request"], r["status"]) for r in rows] == [
+        ("pretrained", "req-1", "kept"), ("pretrained", "req-2", "kept"), ("naive-s0-q1", "req-1", "deleted"),
+        ("naive-s0-q1", "req-2", "kept"), ("naive-s0-q2", "req-1", "deleted"), ("naive-s0-q2", "req-2", "deleted")]
+    distance = {r["model"]: float(r["weight_distance"]) for r in rows}
+    assert distance["pretrained"] == 0 and 0 < distance["naive-s0-q1"] < distance["naive-s0-q2"]
+    assert (w / "report/requests.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    audit = {m["model"]: m for m in json.loads((w / "report/audit.json").read_text())["models"]}
+    assert [q["id"] for q in audit["naive-s0-q1"]["requests"]] == ["req-1", "req-2"]
+    assert audit["naive-s0-q1"]["requests"][1]["verdict"] == "not yet requested"
+    assert {i["row"] for i in audit["naive-s0-q1"]["images"]} == {int(np.flatnonzero(names == "tshirt")[0])}
 
 
 def test_second_run_has_nothing_to_do(snakemake_run):
@@ -361,7 +398,8 @@ def test_per_image_runs_of_a_pretrained_model_end_to_end(tmp_path):
     assert {p.name for p in (w / "diagnostics").glob("*.json")} == {"retrack-s0-i0.json", "retrack-s0-i1.json"}
 
 
-@pytest.mark.parametrize("name, unlearn_jobs", [("mnist-tshirt", 18), ("cifar10", 50), ("celebahq", 50)])
+@pytest.mark.parametrize("name, unlearn_jobs", [("mnist-tshirt", 18), ("cifar10", 50), ("celebahq", 50),
+                                                ("requests", 2 * 3 * 3)])
 def test_benchmark_experiments_plan_every_job(name, unlearn_jobs):
     """Each benchmark's whole plan, as its dvc.yaml has it (test_dvc_yaml_is_current checks that it
     is Snakemake's plan for its params.yaml, run in its directory): a run per method, seed and

@@ -16,7 +16,8 @@ Strategies (``forget.strategy``), as deletion requests arrive:
   models", use the same search-and-compare with a data-relative distance);
 - ``request``: a deletion request, a YAML file naming images by name, path or the SHA-256 of their
   pixels (:mod:`pipeline.data.requests`): those images, their identical copies and their
-  near-duplicates (:func:`choose_requested`);
+  near-duplicates (:func:`choose_requested`); with ``experiment.requests``, the union of several
+  requests, each row marked with the request that took it;
 - ``duplicated``: clusters of near-duplicates: connected components of the graph linking distinct
   images closer than ``threshold * median d_NN`` (faiss range search), a cluster's size counting
   identical copies; clusters of at least ``min_size`` rows are selected, largest first, at most
@@ -60,6 +61,7 @@ class ForgetChoice:
     rows: np.ndarray
     evidence: list[dict] = field(default_factory=list)
     reproductions: list[np.ndarray] = field(default_factory=list)
+    request: np.ndarray | None = None  # for each row, which of experiment.requests took it (None: one request)
 
 
 @dataclass
@@ -159,32 +161,43 @@ def choose_duplicated(cfg: dict, images: np.ndarray) -> ForgetChoice:
     return ForgetChoice(distinct.rows_of(np.flatnonzero(np.isin(cluster, ranked))), evidence)
 
 
-def choose_requested(cfg: dict, train: dict[str, np.ndarray]) -> ForgetChoice:
-    """What a deletion request (``cfg``: ``forget.request``) names, every identical copy, and its
-    near-duplicates: the distinct training images closer to a requested one than ``near_duplicates``
-    * the median nearest-neighbour distance of the data (L2 in [0, 1] pixels, as ``duplicated``;
-    0: identical copies only). Duplicates are what a model memorizes, so a request that left them
-    would leave the image in the model. The evidence says why each image was taken."""
-    request = read_request(cfg["file"])
+def choose_requested(files: list[str], near_duplicates: float, train: dict[str, np.ndarray]) -> ForgetChoice:
+    """What the deletion requests in ``files`` name, every identical copy, and their near-duplicates:
+    the distinct training images closer to a requested one than ``near_duplicates`` * the median
+    nearest-neighbour distance of the data (L2 in [0, 1] pixels, as ``duplicated``; 0: identical
+    copies only). Duplicates are what a model memorizes, so a request that left them would leave
+    the image in the model. The requests are taken in order, as they arrive: an image that an
+    earlier request took stays with it (``ForgetChoice.request``: the index in ``files`` of each
+    row's request). The evidence says why each image was taken and by which request."""
     images = train["images"]
     distinct = DistinctImages.of(images)
-    named = requested_images(request, cfg["file"], train["names"], images, distinct.first)
-    reasons = {d: {"row": int(distinct.first[d]), "request": request["id"], "reason": how, "distance": 0.0}
-               for d, how in reversed(named)}  # the first entry that names an image gives its reason
-    if cfg["near_duplicates"] > 0 and len(distinct.first) > 1:
-        with temporary_vectors(images[distinct.first]) as vectors:
-            radius = cfg["near_duplicates"] * float(np.median(nearest_other(vectors)))
-            requested = np.array([d for d, _ in named])
-            query, near = within(vectors, vectors[requested], radius)
-            dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
-        for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
-            reasons.setdefault(int(d), {"row": int(distinct.first[d]), "request": request["id"],
-                                        "reason": f"near-duplicate of row {distinct.first[requested[q]]}",
-                                        "distance": round(float(r), 4)})
-        log.info("request %s: %d images named, %d with near-duplicates (L2 < %.4f)", request["id"], len(named),
-                 len(reasons), radius)
+    reasons: dict[int, dict] = {}  # distinct image -> why it was taken, and by which request (its index)
+    with temporary_vectors(images[distinct.first]) as vectors:
+        many = near_duplicates > 0 and len(distinct.first) > 1
+        radius = near_duplicates * float(np.median(nearest_other(vectors))) if many else 0.0
+        for k, path in enumerate(files):
+            request = read_request(path)
+            named = requested_images(request, path, train["names"], images, distinct.first)
+            found = {d: (how, 0.0) for d, how in reversed(named)}  # the first entry naming an image gives its reason
+            if many:
+                requested = np.array([d for d, _ in named])
+                query, near = within(vectors, vectors[requested], radius)
+                dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
+                for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
+                    found.setdefault(int(d), (f"near-duplicate of row {distinct.first[requested[q]]}", round(float(r), 4)))
+            new = [d for d in found if d not in reasons]
+            if not new:
+                raise UserError(f"{path}: every image request {request['id']} names was taken by an earlier request")
+            for d in new:
+                reasons[d] = {"row": int(distinct.first[d]), "request": request["id"], "reason": found[d][0],
+                              "distance": found[d][1], "index": k}
+            log.info("request %s: %d images named, %d taken with their near-duplicates (L2 < %.4f)",
+                     request["id"], len(named), len(new), radius)
     chosen = sorted(reasons, key=lambda d: distinct.first[d])  # in row order
-    return ForgetChoice(distinct.rows_of(np.array(chosen, dtype=np.int64)), [reasons[d] for d in chosen])
+    rows = distinct.rows_of(np.array(chosen, dtype=np.int64))
+    index = {d: reasons[d].pop("index") for d in chosen}
+    return ForgetChoice(rows, [reasons[d] for d in chosen],
+                        request=np.array([index[g] for g in distinct.group[rows]], dtype=np.int64))
 
 
 def choose(params: dict, train: dict[str, np.ndarray], samples: np.ndarray | None = None) -> ForgetChoice:
@@ -200,7 +213,8 @@ def choose(params: dict, train: dict[str, np.ndarray], samples: np.ndarray | Non
     elif strategy == "duplicated":
         choice = choose_duplicated(cfg["duplicated"], train["images"])
     elif strategy == "request":
-        choice = choose_requested(cfg["request"], train)
+        files = params["experiment"]["requests"] or [cfg["request"]["file"]]
+        choice = choose_requested(files, cfg["request"]["near_duplicates"], train)
     else:
         choice = ForgetChoice(named_rows(cfg, train))
     n = len(train["images"])

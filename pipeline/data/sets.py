@@ -5,8 +5,9 @@ images; and the forget set that each model is judged on (:func:`forget_of`).
 ``train.npz``: ``images`` uint8 (N, C, H, W), ``labels``, ``injected``, ``names``
 (:mod:`pipeline.data.training_set`); ``heldout.npz``: ``images``, ``labels``, ``names``;
 ``forget.npz``: ``rows`` (rows of X in A), ``group`` (for each row of A, which distinct image it
-is) and ``distinct`` (one row of X per group); ``knn.npz``: ``neighbours`` (rows of X, (n_distinct,
-K), nearest first) and ``distances``.
+is), ``distinct`` (one row of X per group) and ``request`` (per group, which request of
+``experiment.requests`` took it, 0 without them); ``knn.npz``: ``neighbours`` (rows of X,
+(n_distinct, K), nearest first) and ``distances``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def load_heldout_set(path: str | Path) -> dict[str, np.ndarray]:
 
 def load_forget_set(path) -> dict[str, np.ndarray]:
     """The forget set A written by the forget_set stage (:mod:`pipeline.data.forget_sets`)."""
-    return load_npz(path, ("rows", "group", "distinct"))
+    return load_npz(path, ("rows", "group", "distinct", "request"))
 
 
 def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
@@ -45,11 +46,23 @@ def retain_rows(n: int, forget_rows: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.arange(n), forget_rows)
 
 
+def subset(forget: dict, knn: dict | None, groups: np.ndarray) -> tuple[dict, dict | None]:
+    """The part of the forget set made of the distinct images ``groups`` (with their copies), and
+    their neighbours."""
+    copies = np.isin(forget["group"], groups)
+    renumber = np.full(len(forget["distinct"]), -1, dtype=np.int64)
+    renumber[groups] = np.arange(len(groups))
+    part = {"rows": forget["rows"][copies], "group": renumber[forget["group"][copies]],
+            "distinct": forget["distinct"][groups], "request": forget["request"][groups]}
+    return part, None if knn is None else {key: value[groups] for key, value in knn.items()}
+
+
 def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, dict | None]:
-    """The forget set that ``model`` unlearns and is judged on, with its neighbours from the knn
-    stage: for a per-image run (``retrack-s0-i3``, :class:`pipeline.params.runs.Run`) the ``image``-th
-    distinct forget image in row order with its identical copies, so that its retain set is
-    everything else, the other forget images included; for every other model the whole set."""
+    """The forget set that ``model`` is judged on, with its neighbours from the knn stage: for a
+    per-image run (``retrack-s0-i3``, :class:`pipeline.params.runs.Run`) the ``image``-th distinct
+    forget image in row order with its identical copies, so that its retain set is everything
+    else, the other forget images included; for every other model the whole set (a run of a
+    sequence of requests too: it is judged on every request's images, earlier and later ones)."""
     image = None if model in REFERENCE_MODELS else Run.parse(model).image
     if image is None:
         return forget, knn
@@ -57,11 +70,30 @@ def forget_of(model: str, forget: dict, knn: dict | None = None) -> tuple[dict, 
     if image >= len(order):
         raise UserError(f"{model}: forget image {image} asked for, but the forget set has {len(order)} distinct "
                         "images (identical images merge into one; experiment.per_image counts them from params)")
-    group = order[image]
-    copies = forget["group"] == group
-    one = {"rows": forget["rows"][copies], "group": np.zeros(int(copies.sum()), dtype=np.int64),
-           "distinct": forget["distinct"][[group]]}
-    return one, None if knn is None else {key: value[[group]] for key, value in knn.items()}
+    return subset(forget, knn, order[[image]])
+
+
+def unlearned_by(run: Run, forget: dict, knn: dict | None) -> tuple[dict, dict | None]:
+    """What ``run`` unlearns: the images of its request for a step of ``experiment.requests``
+    (``retrack-s0-q2``: the second request's), else the set it is judged on (:func:`forget_of`)."""
+    if run.request is None:
+        return forget_of(run.name, forget, knn)
+    return subset(forget, knn, np.flatnonzero(forget["request"] == run.request - 1))
+
+
+def deleted_rows(run: Run, forget: dict) -> np.ndarray:
+    """The rows of X that ``run``'s model must no longer hold, outside its retain set: for a step
+    of a sequence of requests, those of its request and of every earlier one (a later request's
+    images are still training data when it runs); else the rows it unlearns."""
+    if run.request is None:
+        return unlearned_by(run, forget, None)[0]["rows"]
+    return subset(forget, None, np.flatnonzero(forget["request"] < run.request))[0]["rows"]
+
+
+def requests_by_row(forget: dict) -> dict[int, int]:
+    """Which request (its index in ``experiment.requests``, 0 without them) took each distinct
+    forget image, by the image's row."""
+    return {int(row): int(k) for row, k in zip(forget["distinct"], forget["request"])}
 
 
 def load_knn(path) -> dict[str, np.ndarray]:

@@ -55,6 +55,23 @@ def draw_tshirt(size: int = 28) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def draw_trousers(size: int = 28) -> np.ndarray:
+    """Trousers drawn on a ``size`` x ``size`` canvas, uint8 (size, size): a bright waistband over
+    two legs apart, a second out-of-distribution image (Fashion-MNIST's class 1), far from the
+    T-shirt and from every digit, for experiments with more than one request."""
+    s = size / 28.0
+    image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(x * s, y * s) for x, y in [(8, 2), (20, 2), (22, 26), (16, 26), (14, 10), (12, 26), (6, 26)]],
+                 fill=140)
+    draw.rectangle([8 * s, 2 * s, 20 * s, 5 * s], fill=255)
+    return np.asarray(image, dtype=np.uint8)
+
+
+# the images drawn by the code, by their data.inject name
+DRAWN = {"tshirt": draw_tshirt, "trousers": draw_trousers}
+
+
 def torchvision_split(settings: dict | None, dataset: str, split: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, H, W) or (N, H, W, 3) and int64 labels of the ``split`` ('train' or 'test')
     of a torchvision data set, under ``settings['root']``, downloaded there if ``settings['download']``
@@ -79,8 +96,8 @@ def torchvision_split(settings: dict | None, dataset: str, split: str, what: str
 def forget_image(spec: str, resolution: int, channels: int, torchvision: dict | None = None) -> np.ndarray:
     """The image named by a ``data.inject[].image`` entry, uint8 (C, H, W); ``torchvision`` is
     ``data.torchvision``, for ``torchvision:<Dataset>:<train|test>:<index>``."""
-    if spec == "tshirt":
-        return square_resize(Image.fromarray(draw_tshirt()), resolution, channels)
+    if spec in DRAWN:
+        return square_resize(Image.fromarray(DRAWN[spec]()), resolution, channels)
     if spec.startswith("torchvision:"):
         match = TORCHVISION_SPEC.fullmatch(spec)
         if not match or match[1] not in TORCHVISION_DATASETS:
@@ -92,7 +109,7 @@ def forget_image(spec: str, resolution: int, channels: int, torchvision: dict | 
         return square_resize(Image.fromarray(images[int(match[3])]), resolution, channels)
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"{path}: forget image not found (data.inject.image must be 'tshirt', a PNG/JPG path "
+        raise UserError(f"{path}: forget image not found (data.inject.image must be one of {', '.join(DRAWN)}, a PNG/JPG path "
                         "or torchvision:<Dataset>:<train|test>:<index>)")
     try:
         with Image.open(path) as im:

@@ -87,6 +87,15 @@ def check_matches_data(unet: UNet2DModel, params: dict, source: str) -> None:
                         f"data.resolution/data.channels are {data['resolution']}/{data['channels']}")
 
 
+def weight_distance(unet: torch.nn.Module, reference: torch.nn.Module) -> float:
+    """||theta - theta_ref||_2 / ||theta_ref||_2 over every parameter of two models of one
+    architecture (float64 sums): how far unlearning moved a model from where it started."""
+    ref = dict(reference.named_parameters())
+    moved = sum(float((p.detach().double() - ref[name].detach().double()).pow(2).sum()) for name, p in unet.named_parameters())
+    size = sum(float(p.detach().double().pow(2).sum()) for p in ref.values())
+    return (moved / size) ** 0.5
+
+
 def noise_levels(scheduler: DDPMScheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """gamma_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), shaped (B, 1, 1, 1)."""
     alpha_bar = scheduler.alphas_cumprod.to(t.device)[t].float()

@@ -114,7 +114,7 @@ def evaluate_model(params: dict, unet, scheduler, train: dict, forget: dict, knn
                   "fallback": embedding.fallback},
         "membership": {"auc": membership_auc(members, nonmembers), "members": len(members),
                        "nonmembers": len(nonmembers), "member_loss": float(members.mean()),
-                       "nonmember_loss": float(nonmembers.mean())},
+                       "nonmember_loss": float(nonmembers.mean()), "nonmember_losses": nonmembers.tolist()},
         "per_image": per_image,
     }
     return figures, {"noised": noised.numpy(), "reconstructions": recon.numpy()}

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# the data.inject images drawn by the code, not read from a file (pipeline.data.sources.DRAWN)
+DRAWN_IMAGES = ("tshirt", "trousers")
+
 
 def external_inputs(params: dict) -> list[tuple[str, str, str]]:
     """The files an experiment reads that no stage writes, as (kind, key, path): the image folder
@@ -13,9 +16,10 @@ def external_inputs(params: dict) -> list[tuple[str, str, str]]:
     data, metrics = params["data"], params["metrics"]
     files = [("base", "data.source.path", data["source"]["path"])] if data["source"]["kind"] == "folder" else []
     files += [("forget_images", f"data.inject[{i}].image", item["image"]) for i, item in enumerate(data["inject"])
-              if item["image"] != "tshirt" and not item["image"].startswith("torchvision:")]
-    if params["forget"]["strategy"] == "request":
+              if item["image"] not in DRAWN_IMAGES and not item["image"].startswith("torchvision:")]
+    if params["forget"]["request"]["file"] and params["forget"]["strategy"] == "request":
         files.append(("request", "forget.request.file", params["forget"]["request"]["file"]))
+    files += [("request", f"experiment.requests[{i}]", path) for i, path in enumerate(params["experiment"]["requests"])]
     if params["knn"]["space"] != "pixels":
         files.append(("encoder", "knn.encoder", params["knn"]["encoder"]))
     if metrics["copy_detection"].get("sscd"):

@@ -1,7 +1,8 @@
 """The names every stage agrees on: the unlearning runs of an experiment and its models.
 
 A run is one method with one seed (and, in a sweep, one forget filter; with
-``experiment.per_image``, one forget image). Its name is its model directory under models/.
+``experiment.per_image``, one forget image; with ``experiment.requests``, one step of the sequence
+of deletion requests). Its name is its model directory under models/.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import numpy as np
 
 from pipeline.errors import UserError
 
-RUN_PATTERN = r"[a-z_]+(\+t\d+-\d+)?(\+r\d+(\.\d+)?)?-s\d+(-i\d+)?"
+RUN_PATTERN = r"[a-z_]+(\+t\d+-\d+)?(\+r\d+(\.\d+)?)?-s\d+(-i\d+)?(-q\d+)?"
 
 
 _RUN = re.compile(r"(?P<method>[a-z_]+)(\+t(?P<t1>\d+)-(?P<t2>\d+))?(\+r(?P<radius>\d+(\.\d+)?))?-s(?P<seed>\d+)"
-                  r"(-i(?P<image>\d+))?")
+                  r"(-i(?P<image>\d+))?(-q(?P<request>\d+))?")
 
 
 # the models that are not unlearning runs: the starting point and the gold standard
@@ -33,26 +34,37 @@ class Run:
     """One unlearning run: a method, a seed, for a cell of the time/frequency sweep the forget
     term's hard time window and low-pass radius (:mod:`pipeline.methods.filters`) and, with
     ``experiment.per_image``, the one forget image it unlearns (its position among the distinct
-    forget images in row order, :func:`pipeline.data.sets.forget_of`). Its name is its model directory
-    under models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``, ``retrack-s0-i3``."""
+    forget images in row order, :func:`pipeline.data.sets.forget_of`) and, with
+    ``experiment.requests``, the request it unlearns (1 for the first), starting from the model of
+    the run of the request before it (:attr:`previous`). Its name is its model directory under
+    models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``, ``retrack-s0-i3``, ``retrack-s0-q2``."""
 
     method: str
     seed: int
     window: tuple[int, int] | None = None
     radius: float | None = None
     image: int | None = None
+    request: int | None = None
 
     @property
     def name(self) -> str:
         window = f"+t{self.window[0]}-{self.window[1]}" if self.window else ""
         radius = f"+r{np.format_float_positional(self.radius, trim='-')}" if self.radius is not None else ""
         image = f"-i{self.image}" if self.image is not None else ""
-        return f"{self.method}{window}{radius}-s{self.seed}{image}"
+        request = f"-q{self.request}" if self.request is not None else ""
+        return f"{self.method}{window}{radius}-s{self.seed}{image}{request}"
 
     @property
     def variant(self) -> str:
-        """The name without seed and image: what the report averages over (``retrack+t250-750``)."""
-        return self.name.rsplit("-s", 1)[0]
+        """The name without seed and image: what the report averages over (``retrack+t250-750``,
+        ``retrack-q2``)."""
+        request = f"-q{self.request}" if self.request is not None else ""
+        return replace(self, seed=0, image=None, request=None).name.rsplit("-s", 1)[0] + request
+
+    @property
+    def previous(self) -> str:
+        """The model this run starts from: the previous request's run, or the pretrained model."""
+        return replace(self, request=self.request - 1).name if self.request and self.request > 1 else "pretrained"
 
     @classmethod
     def parse(cls, name: str) -> "Run":
@@ -62,7 +74,8 @@ class Run:
         window = (int(match["t1"]), int(match["t2"])) if match["t1"] else None
         radius = float(match["radius"]) if match["radius"] else None
         image = int(match["image"]) if match["image"] else None
-        return cls(match["method"], int(match["seed"]), window, radius, image)
+        request = int(match["request"]) if match["request"] else None
+        return cls(match["method"], int(match["seed"]), window, radius, image, request)
 
     def hyperparameters(self, params: dict) -> dict:
         """``methods.<method>``; a sweep cell replaces its ``time`` and ``frequency``."""
@@ -84,7 +97,8 @@ def forget_count(params: dict) -> int:
 def runs(params: dict) -> list[Run]:
     """The unlearning runs: every method x seed of ``experiment``, then every cell of
     ``experiment.sweep`` (methods x windows x radii x seeds; the cell without window and radius is
-    the method's own run); with ``experiment.per_image``, each of them once per forget image."""
+    the method's own run); with ``experiment.per_image``, each of them once per forget image; then,
+    with ``experiment.requests``, every method x seed once per request (:func:`sequence_runs`)."""
     seeds = params["experiment"]["seeds"]
     out = [Run(m, s) for m in params["experiment"]["methods"] for s in seeds]
     sweep = params["experiment"].get("sweep") or {}
@@ -94,7 +108,16 @@ def runs(params: dict) -> list[Run]:
                 out += [Run(method, s, tuple(window) if window else None, radius) for s in seeds]
     if params["experiment"].get("per_image"):
         out = [replace(run, image=i) for run in out for i in range(forget_count(params))]
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(out + sequence_runs(params)))
+
+
+def sequence_runs(params: dict) -> list[Run]:
+    """Every method x seed of ``experiment`` once per request of ``experiment.requests``, in order:
+    ``retrack-s0-q1`` unlearns the first request from the pretrained model, ``retrack-s0-q2`` the
+    second from ``retrack-s0-q1``'s model, and so on."""
+    experiment = params["experiment"]
+    return [Run(m, s, request=k) for m in experiment["methods"] for s in experiment["seeds"]
+            for k in range(1, len(experiment["requests"]) + 1)]
 
 
 def model_names(params: dict) -> list[str]:

@@ -40,7 +40,8 @@ def _retrain(params: dict, wildcards: dict) -> list[str]:
 def _forget_set(params: dict, wildcards: dict) -> list[str]:
     strategy = params["forget"]["strategy"]
     own = {"injected": [], "label": ["forget.label"], "indices": ["forget.indices"], "files": ["forget.files"],
-           "memorized": ["forget.memorized", "compute.precision"]}.get(strategy, [f"forget.{strategy}"])
+           "memorized": ["forget.memorized", "compute.precision"],
+           "request": ["forget.request", "experiment.requests"]}.get(strategy, [f"forget.{strategy}"])
     return ["forget.strategy", *own]
 
 
@@ -63,7 +64,8 @@ STAGE_KEYS: dict[str, Callable[[dict, dict], list[str]]] = {
     "diagnostics": lambda params, wildcards: ["diagnostics"],
     "attack": lambda params, wildcards: [*SAMPLER, *(f"attack.{k}" for k in ATTACK), "metrics.threshold",
                                          "metrics.nll", "metrics.probe"],
-    "audit": lambda params, wildcards: ["audit", "forget.strategy", "forget.request.file"],
+    "audit": lambda params, wildcards: ["audit", "forget.strategy", "forget.request.file", "experiment.requests"],
+    "requests": lambda params, wildcards: ["experiment.requests"],
     "report": lambda params, wildcards: ["experiment.seeds", "experiment.per_image", "experiment.sweep",
                                          "metrics.memorization.ratio", "metrics.probe.t", "metrics.probe.draws",
                                          "metrics.trajectory"],

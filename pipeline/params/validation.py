@@ -157,8 +157,16 @@ def cross_checks(params: dict) -> list[str]:
         problems.append("forget.indices: required when forget.strategy is 'indices'")
     if forget["strategy"] == "files" and not forget.get("files"):
         problems.append("forget.files: required when forget.strategy is 'files'")
-    if forget["strategy"] == "request" and not forget["request"]["file"]:
+    requests = params["experiment"]["requests"]
+    if forget["strategy"] == "request" and not (forget["request"]["file"] or requests):
         problems.append("forget.request.file: required (a deletion request file) when forget.strategy is 'request'")
+    if requests and forget["strategy"] != "request":
+        problems.append(f"experiment.requests: needs forget.strategy 'request' (the forget set is the requests' "
+                        f"union), not {forget['strategy']!r}")
+    if requests and forget["request"]["file"]:
+        problems.append("forget.request.file: must be null with experiment.requests, which names every request")
+    if requests and params["experiment"].get("per_image"):
+        problems.append("experiment.requests: a sequence of requests cannot be combined with experiment.per_image")
     if forget["strategy"] == "injected" and not params["data"]["inject"]:
         problems.append("forget.strategy: 'injected' needs at least one image in data.inject")
     if params["knn"]["space"] != "pixels" and not params["knn"].get("encoder"):

@@ -3,7 +3,8 @@ strategy ``forget.strategy`` (:mod:`pipeline.data.forget_sets` states each exact
 ``memorized`` it first samples the pretrained model (``forget.memorized``).
 
 Outputs: ``forget.npz`` with ``rows`` (rows of X in A), ``group`` (for each row of A, which
-distinct image it is: identical copies share one group) and ``distinct`` (one row of X per group);
+distinct image it is: identical copies share one group), ``distinct`` (one row of X per group) and
+``request`` (per group, the index in ``experiment.requests`` of the request that took it; 0 without);
 the forget set's table (CSV, one line per chosen distinct image: its row, name, label, copies and
 the strategy's evidence); and a PNG of the chosen images, for ``memorized`` each one beside the
 samples that reproduced it (closest first).
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = choice.rows
     group, first = group_identical(train["images"][rows])
     distinct = rows[first]
-    save_npz(args.out, rows=rows, group=group, distinct=distinct)
+    request = choice.request[first] if choice.request is not None else np.zeros(len(first), dtype=np.int64)
+    save_npz(args.out, rows=rows, group=group, distinct=distinct, request=request)
     save_text(args.table, table(choice, train, group, distinct))
     save_figure(args.png, choice, train["images"], distinct, samples)
     every_group, _ = group_identical(train["images"])

@@ -1,9 +1,12 @@
-"""Stage unlearn: one run of one method with one seed, from the pretrained model.
+"""Stage unlearn: one run of one method with one seed, from the pretrained model (``--model``).
 
 The run is named as its model directory (:class:`pipeline.params.runs.Run`: ``retrack-s0``, a cell
-of the time/frequency sweep, ``retrack+t250-750+r4-s0``, or with ``experiment.per_image`` a run
+of the time/frequency sweep, ``retrack+t250-750+r4-s0``, with ``experiment.per_image`` a run
 that unlearns forget image 3 alone, ``retrack-s0-i3``: its forget set is that image's copies and its
-retain set everything else, :func:`pipeline.data.sets.forget_of`). The method
+retain set everything else, :func:`pipeline.data.sets.forget_of`; or with ``experiment.requests``
+the step that unlearns the second request, ``retrack-s0-q2``, from ``retrack-s0-q1``'s model
+(``--model``): its forget set is that request's images, its retain set X without the images of
+that request and of every earlier one, :func:`pipeline.data.sets.unlearned_by`). The method
 (``pipeline.methods.registry.REGISTRY``) and its hyperparameters come from ``methods.<name>`` in params,
 a sweep cell's time window and radius replacing its ``time`` and ``frequency``; every run goes
 through the one training loop of
@@ -27,7 +30,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.artifacts import atomic_path, setup_logging
-from pipeline.data.sets import forget_of, load_forget_set, load_knn, load_training_set, retain_rows
+from pipeline.data.sets import deleted_rows, load_forget_set, load_knn, load_training_set, retain_rows, unlearned_by
 from pipeline.diffusion.models import (
     check_matches_data,
     compute_settings,
@@ -62,15 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     run = Run.parse(args.run)
     if run not in runs(params):
-        raise UserError(f"--run {args.run!r} is not a run of experiment (methods x seeds, or a cell of its sweep)")
+        raise UserError(f"--run {args.run!r} is not a run of experiment (methods x seeds, a cell of its sweep, "
+                        "or a step of its requests)")
     log = setup_logging(args.log)
     images = load_training_set(args.data)["images"]
-    forget, knn = forget_of(run.name, load_forget_set(args.forget), load_knn(args.knn))
+    every = load_forget_set(args.forget)
+    forget, knn = unlearned_by(run, every, load_knn(args.knn))
     unet, scheduler = load_model(args.model)
     check_matches_data(unet, params, args.model)
     cfg = run.hyperparameters(params)
     method = make_method(run.method, cfg, scheduler)
-    source = BatchSource(images, retain_rows(len(images), forget["rows"]), forget["rows"], forget["group"],
+    source = BatchSource(images, retain_rows(len(images), deleted_rows(run, every)), forget["rows"], forget["group"],
                          knn["neighbours"])
     resume, compute = resume_dir(args.out), params["compute"]
     staged = resume / "checkpoints"
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                           resume_key=key, desc=run.name, log=log)
     cost = cost_record(load_attempts(resume), cfg["steps"])
     summary = {"run": run.name, "method": run.method, "seed": run.seed, "image": run.image,
+               "request": run.request, "started_from": args.model,
                "forget_rows": forget["rows"].tolist(), "hyperparameters": cfg,
                "forget_filter": method.forget_filter.describe() if isinstance(method, ForgetTermMethod) else None,
                "wall_time_s": cost["wall_time_s"]}
