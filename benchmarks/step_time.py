@@ -7,8 +7,9 @@ drift of the machine hits all alike. Prints seconds per optimizer step (median o
 steps per second, and the ratio to naive deletion's step; then, for ``--method``, steps per second
 under each option and the speed-up over fp32. Expected shape: SISS close to one forward + one
 backward (~1x naive), SISS without IS and EraseDiff about two (two forward passes), ReTrack about
-two (a forget and a retain batch). An option whose ``torch.compile`` fails (no C++ compiler, no
-Triton) is reported and left out.
+two (a forget and a retain batch, in one UNet call). ``retrack (2 calls)`` is ReTrack as the
+reference code runs it, one UNet call per batch: the baseline of the one-call form, side by side.
+An option whose ``torch.compile`` fails (no C++ compiler, no Triton) is reported and left out.
 
     python benchmarks/step_time.py [--params params.yaml] [--rounds 5] [--steps 3] [--method naive]
 """
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 from variants import VARIANTS, try_variants
 
-from pipeline.diffusion.models import build_scheduler, build_unet, device
+from pipeline.diffusion.models import build_scheduler, build_unet, device, noise_levels
+from pipeline.methods.contract import Losses
+from pipeline.methods.losses import ReTrack, ddpm_loss, forget_timesteps, gaussian_like
 from pipeline.methods.registry import REGISTRY, make_method
 from pipeline.params.validation import load_params
 from pipeline.training.loop import BatchSource, train
@@ -38,11 +41,34 @@ def synthetic_source(params: dict, n: int = 1024, forget: int = 64, k: int = 10)
     return BatchSource(images, np.arange(n - forget), forget_rows, np.arange(forget), neighbours)
 
 
+class TwoCallReTrack(ReTrack):
+    """ReTrack with one UNet call on the forget batch and one on the retain batch, the reference
+    code's form (the same draws, in the same order, as :class:`ReTrack`)."""
+
+    def __call__(self, net, batch):
+        a = batch.forget
+        t, eps = forget_timesteps(self.scheduler, self.forget_filter, a), gaussian_like(a)
+        gamma, sigma = noise_levels(self.scheduler, t)
+        a_t = gamma * a + sigma * eps
+        unlearn = self.unlearn_loss(net(a_t, t).sample, a_t, t, batch.neighbours)
+        return Losses({"loss": self.lam * unlearn + (1 - self.lam) * ddpm_loss(net, self.scheduler, batch.retain)})
+
+
+BASELINES = {"retrack (2 calls)": ("retrack", TwoCallReTrack)}  # row: (its params' method, its class)
+
+
+def build(name: str, params: dict):
+    """The method of a row: a registered method, or a baseline of :data:`BASELINES`."""
+    method, baseline = BASELINES.get(name, (name, None))
+    cfg, scheduler = params["methods"][method], build_scheduler(params)
+    return make_method(method, cfg, scheduler) if baseline is None else baseline(scheduler, cfg["lam"])
+
+
 def seconds_per_step(params: dict, name: str, source: BatchSource, steps: int, **options) -> float:
-    cfg = params["methods"][name]
+    cfg = params["methods"][BASELINES.get(name, (name,))[0]]
     torch.manual_seed(0)
     unet = build_unet(params).to(device())
-    method = make_method(name, cfg, build_scheduler(params))
+    method = build(name, params)
     start = time.perf_counter()
     train(unet, method, source, steps=steps, batch_size=cfg["batch_size"], lr=cfg["lr"], seed=0,
           accumulate=cfg.get("accumulate", 1), desc=name, **options)
@@ -67,7 +93,7 @@ def main() -> None:
     parser.add_argument("--method", default="naive", help="the method timed under each compute option")
     args = parser.parse_args()
     params = load_params(args.params)
-    names = [n for n in REGISTRY if n in params["methods"]]
+    names = [n for n in REGISTRY if n in params["methods"]] + list(BASELINES)
     source = synthetic_source(params)
     options, failed = warm_up(params, names, args.method, source)
     times = {name: [] for name in names}
@@ -80,11 +106,11 @@ def main() -> None:
     base = statistics.median(times["naive"])
     print(f"device: {device()}, torch threads: {torch.get_num_threads()}, "
           f"{args.rounds} rounds x {args.steps} steps, batch sizes from {args.params}")
-    print(f"{'method':<12} {'batch':>5} {'s/step':>8} {'steps/s':>8} {'ratio to naive':>15}")
+    print(f"{'method':<18} {'batch':>5} {'s/step':>8} {'steps/s':>8} {'ratio to naive':>15}")
     for name in names:
         median = statistics.median(times[name])
-        print(f"{name:<12} {params['methods'][name]['batch_size']:>5} {median:>8.3f} {1 / median:>8.2f} "
-              f"{median / base:>15.2f}")
+        batch = params["methods"][BASELINES.get(name, (name,))[0]]["batch_size"]
+        print(f"{name:<18} {batch:>5} {median:>8.3f} {1 / median:>8.2f} {median / base:>15.2f}")
     fp32 = statistics.median(times[args.method])
     print(f"\n{args.method} under the compute options")
     print(f"{'option':<30} {'s/step':>8} {'steps/s':>8} {'speed-up':>9}")

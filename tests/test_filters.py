@@ -345,8 +345,10 @@ def test_filter_off_is_bit_identical(params, scheduler, unet, name):
             hp = {k: v for k, v in cfg.items() if k not in registry.LOOP_KEYS}
             if name == "neggrad":
                 ref = seeded(neggrad_reference, seed, unet, scheduler, batch, hp["superfactor"])
-            elif name == "retrack":
+            elif name == "retrack":  # one UNet call on both batches, the reference two: rounding apart
                 ref = seeded(retrack_reference, seed, unet, scheduler, batch, hp["lam"])
+                assert a.item() == pytest.approx(ref.item(), rel=1e-6)
+                continue
             elif name in ("erasediff", "siss_no_is"):
                 ref = seeded(two_pass_reference, seed, unet, scheduler, batch, name == "erasediff")
             else:
@@ -393,9 +395,10 @@ def test_training_with_filter_off_is_bit_identical(params, scheduler, rng, name)
     if name == "neggrad":
         ref, _ = trained(params, Reference(neggrad_reference, ("forget",), scheduler, cfg["superfactor"]), source)
         assert torch.equal(flat(a), flat(ref))
-    if name == "retrack":
+    if name == "retrack":  # one UNet call on both batches, the reference two: equal up to rounding, which
+        # Adam can blow up to a few % of its lr (1e-3) in a weight whose gradient is near zero
         ref, _ = trained(params, Reference(retrack_reference, ("retain", "forget"), scheduler, cfg["lam"]), source)
-        assert torch.equal(flat(a), flat(ref))
+        torch.testing.assert_close(flat(a), flat(ref), rtol=1e-5, atol=2e-5)
     torch.manual_seed(0)
     assert not torch.equal(flat(a), flat(build_unet(params)))
 
@@ -454,7 +457,8 @@ class Recording(torch.nn.Module):
         return self.inner(x, t)
 
 
-# index of the forget pass among the net's calls, and of the retain pass (None: no retain pass)
+# where the forget batch's t are among the t of the net's calls, one after another, in batches of b:
+# the forget batch's index and the retain batch's (None: no retain term); ReTrack makes one call on both
 PASSES = {"neggrad": (0, None), "retrack": (0, 1), "erasediff": (1, 0), "siss_no_is": (1, 0)}
 
 
@@ -467,11 +471,12 @@ def test_hard_window_restricts_only_the_forget_pass(params, scheduler, unet, nam
     with torch.no_grad():
         make_method(name, cfg, scheduler)(net, make_batch(b=64))
     forget, retain = PASSES[name]
-    assert len(net.calls) == (1 if retain is None else 2)
-    assert ((net.calls[forget] >= t1) & (net.calls[forget] <= t2)).all()
-    assert len(set(net.calls[forget].tolist())) > 10  # spread over the window
+    t = torch.cat(net.calls).view(-1, 64)
+    assert len(t) == (1 if retain is None else 2)
+    assert ((t[forget] >= t1) & (t[forget] <= t2)).all()
+    assert len(set(t[forget].tolist())) > 10  # spread over the window
     if retain is not None:  # the retain term keeps t ~ U{0..T-1}
-        assert ((net.calls[retain] < t1) | (net.calls[retain] > t2)).any()
+        assert ((t[retain] < t1) | (t[retain] > t2)).any()
 
 
 def test_retrack_hard_window_and_radius_match_formula(scheduler, unet, monkeypatch):
@@ -484,7 +489,7 @@ def test_retrack_hard_window_and_radius_match_formula(scheduler, unet, monkeypat
     torch.manual_seed(0)
     with torch.no_grad():
         loss = method(net, batch).terms["loss"]
-    t = net.calls[0]
+    t = net.calls[0][:5]  # the forget batch's half of the one call
     assert ((t >= t1) & (t <= t2)).all()
     a, nb = batch.forget, batch.neighbours
     eps = fixed_eps(a)

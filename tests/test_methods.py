@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.diffusion.models import noise_levels
 from pipeline.methods import losses
 from pipeline.methods.contract import Batch, ForgetTermMethod, Losses, Method
 from pipeline.methods.losses import (
@@ -79,12 +80,12 @@ def retrack_reference(pred, a, r, t, eps):
 
 def test_retrack_unlearn_loss_matches_formula(scheduler):
     torch.manual_seed(1)
-    a, r = torch.rand(3, 1, 4, 4) * 2 - 1, torch.rand(3, 5, 1, 4, 4) * 2 - 1
+    a, r, x = torch.rand(3, 1, 4, 4) * 2 - 1, torch.rand(3, 5, 1, 4, 4) * 2 - 1, torch.rand(3, 1, 4, 4)
     net = LinearNet()
     method = ReTrack(scheduler, lam=0.3)
     torch.manual_seed(7)
-    loss = method.unlearn_loss(net, a, r)
-    torch.manual_seed(7)
+    loss = method(net, Batch(retain=x, forget=a, neighbours=r)).stats["unlearn_loss"]
+    torch.manual_seed(7)  # the forget batch's draws come first
     t = torch.randint(0, 1000, (3,))
     eps = torch.randn_like(a)
     ab = torch.tensor(alpha_bar(t.numpy()), dtype=torch.float32).view(-1, 1, 1, 1)
@@ -92,19 +93,30 @@ def test_retrack_unlearn_loss_matches_formula(scheduler):
     pred = (0.7 * a_t - 0.3 * (t.float() / 1000).view(-1, 1, 1, 1)).detach()
     expected = retrack_reference(pred.double().numpy(), a.double().numpy(), r.double().numpy(), t.numpy(),
                                  eps.double().numpy())
-    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    assert loss == pytest.approx(expected, rel=1e-4)
 
 
-def test_retrack_total_is_lambda_mixture(scheduler):
+def test_retrack_one_unet_call_gives_the_two_calls_of_the_reference(scheduler, unet):
+    """The loss and its gradient from one UNet call on the stacked batches equal those of a call on
+    the forget batch and one on the retain batch (the reference code's two passes), same draws."""
     torch.manual_seed(2)
-    batch = Batch(retain=torch.rand(2, 1, 4, 4), forget=torch.rand(2, 1, 4, 4), neighbours=torch.rand(2, 3, 1, 4, 4))
+    a, x, r = torch.rand(4, 1, 8, 8) * 2 - 1, torch.rand(4, 1, 8, 8) * 2 - 1, torch.rand(4, 3, 1, 8, 8) * 2 - 1
     method = ReTrack(scheduler, lam=0.25)
     torch.manual_seed(3)
-    total = method(LinearNet(), batch).terms["loss"]
+    joint = method(unet, Batch(retain=x, forget=a, neighbours=r)).terms["loss"]
+    g_joint = torch.autograd.grad(joint, list(unet.parameters()))
     torch.manual_seed(3)
-    unlearn = method.unlearn_loss(LinearNet(), batch.forget, batch.neighbours)
-    retain = DDPMLoss(scheduler)(LinearNet(), batch).terms["loss"]
-    assert total.item() == pytest.approx(0.25 * unlearn.item() + 0.75 * retain.item(), rel=1e-6)
+    t_a, eps_a = torch.randint(0, 1000, (4,)), torch.randn_like(a)
+    t_x, eps_x = torch.randint(0, 1000, (4,)), torch.randn_like(x)
+    (g_a, s_a), (g_x, s_x) = noise_levels(scheduler, t_a), noise_levels(scheduler, t_x)
+    a_t = g_a * a + s_a * eps_a
+    unlearn = method.unlearn_loss(unet(a_t, t_a).sample, a_t, t_a, r)
+    retain = ((unet(g_x * x + s_x * eps_x, t_x).sample - eps_x) ** 2).flatten(1).sum(1).mean()
+    separate = 0.25 * unlearn + 0.75 * retain
+    g_separate = torch.autograd.grad(separate, list(unet.parameters()))
+    assert joint.item() == pytest.approx(separate.item(), rel=1e-5)
+    for one, two in zip(g_joint, g_separate):
+        torch.testing.assert_close(one, two, rtol=1e-4, atol=1e-6)
 
 
 class FreeOutput(torch.nn.Module):
@@ -133,15 +145,18 @@ def test_retrack_minimiser_is_posterior_mean_noise(scheduler):
     v = (a_t[:, None] - gamma * r) / sigma
     w = torch.softmax(-v.pow(2).flatten(2).sum(2) / 2, dim=1)
     optimum = (w[..., None, None, None] * v).sum(1)
-    net = FreeOutput(optimum)
-    torch.manual_seed(11)
-    best = method.unlearn_loss(net, a, r)
+    batch = Batch(retain=torch.zeros_like(a), forget=a, neighbours=r)  # lam = 1: the retain half weighs nothing
+
+    def loss(out):
+        net = FreeOutput(torch.cat([out, torch.zeros_like(out)]))
+        torch.manual_seed(11)
+        return net, method(net, batch).terms["loss"]
+
+    net, best = loss(optimum)
     best.backward()
     assert net.out.grad.abs().max().item() < 1e-3 * max(1.0, optimum.abs().max().item())
     for _ in range(5):
-        torch.manual_seed(11)
-        worse = method.unlearn_loss(FreeOutput(optimum + 0.05 * torch.randn_like(optimum)), a, r)
-        assert worse.item() > best.item()
+        assert loss(optimum + 0.05 * torch.randn_like(optimum))[1].item() > best.item()
 
 
 def test_registry_builds_every_method_from_params(params, scheduler):
