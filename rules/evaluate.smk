@@ -91,6 +91,7 @@ rule trajectory:
         unpack(classifier_input),
         unpack(model_files("inception")),
         model="models/{model}",
+        samples=rules.sample.output.npz,
         data=rules.data.output.train,
         forget=rules.forget_set.output.npz,
     output:
@@ -111,7 +112,7 @@ rule trajectory:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline.stages.trajectory --params params.yaml --model {input.model} --model-name {wildcards.model} "
-        "--data {input.data} --forget {input.forget} {params.classifier}--out {output} --log {log}"
+        "--samples {input.samples} --data {input.data} --forget {input.forget} {params.classifier}--out {output} --log {log}"
 
 
 rule diagnostics:

@@ -59,6 +59,8 @@ def error_of(params) -> str:
                     p["experiment"].update(requests=["q1.yaml"])), "forget.request.file: must be null with"),
         (lambda p: (p["forget"].update(strategy="request"), p["experiment"].update(requests=["q1.yaml"], per_image=True)),
          "experiment.requests: a sequence of requests cannot be combined with experiment.per_image"),
+        (lambda p: p["metrics"]["trajectory"].update(samples=41),
+         "metrics.trajectory.samples: 41 must be at most sampling.n = 40"),
         (lambda p: p["experiment"].update(requests=["q1.yaml", "q1.yaml"]), "experiment.requests: ['q1.yaml', 'q1.yaml']"),
     ],
 )

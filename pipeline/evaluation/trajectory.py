@@ -4,6 +4,9 @@ For a run, each checkpoint that ``checkpoint_every`` left under ``checkpoints/st
 the final model; for the pretrained model, step 0 alone. Each gets ``metrics.trajectory.samples``
 samples, drawn as the sample stage draws them (``sampling.steps``, the same seed, so every point
 starts from the same noise), and the forget reproduction and quality of :mod:`pipeline.evaluation.metrics`.
+The model itself is not sampled again: sample i depends only on the seed and i
+(:func:`pipeline.diffusion.sampler.sample_generators`), so the first ``metrics.trajectory.samples``
+of the sample stage's samples are its point.
 The report draws these as report/steps.png and takes the deletion step from them: the first step
 from which forget reproduction stays at or below ``metrics.trajectory.deleted_rate``.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from pipeline.diffusion.models import compute_settings, device, load_model
@@ -31,13 +35,18 @@ def points(model_dir: Path) -> list[tuple[int, Path]]:
     return [(int(c.name.split("-")[1]), c) for c in checkpoints] + [(final, model_dir)]
 
 
-def trajectory(params: dict, model_dir: Path, train: dict, forget: dict, classifier) -> list[dict]:
-    cfg = params["sampling"]
+def trajectory(params: dict, model_dir: Path, train: dict, forget: dict, classifier,
+               final_samples: np.ndarray) -> list[dict]:
+    """The rows of the trajectory; ``final_samples``: the sample stage's samples of the model."""
+    cfg, n = params["sampling"], params["metrics"]["trajectory"]["samples"]
     rows = []
     for step, path in tqdm(points(model_dir), desc="checkpoints", unit="model"):
-        unet, scheduler = load_model(path)
-        samples = sample(unet.to(device()).eval(), scheduler, params["metrics"]["trajectory"]["samples"], cfg["steps"],
-                         cfg["batch_size"], cfg["seed"], **compute_settings(params))
+        if path == model_dir:
+            samples = final_samples[:n]
+        else:
+            unet, scheduler = load_model(path)
+            samples = sample(unet.to(device()).eval(), scheduler, n, cfg["steps"], cfg["batch_size"], cfg["seed"],
+                             **compute_settings(params))
         result = evaluate_samples(params, samples, train, forget, classifier)
         rep = result["forget_reproduction"]
         rows.append({"step": step, "forget_reproduction_pct": round(100 * rep["rate"], 3),

@@ -177,6 +177,9 @@ def cross_checks(params: dict) -> list[str]:
         if window and not 0 <= window[0] <= window[1] < T:
             problems.append(f"methods.{name}.time.window: {window} must satisfy 0 <= t1 <= t2 < "
                             f"model.num_train_timesteps = {T}")
+    if params["metrics"]["trajectory"]["samples"] > params["sampling"]["n"]:
+        problems.append(f"metrics.trajectory.samples: {params['metrics']['trajectory']['samples']} must be at most "
+                        f"sampling.n = {params['sampling']['n']} (a model's point is its first samples)")
     if params["metrics"]["probe"]["t"] >= T:
         problems.append(f"metrics.probe.t: {params['metrics']['probe']['t']} must be below "
                         f"model.num_train_timesteps = {T}")
