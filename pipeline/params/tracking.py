@@ -65,7 +65,7 @@ STAGE_KEYS: dict[str, Callable[[dict, dict], list[str]]] = {
     "attack": lambda params, wildcards: [*SAMPLER, *(f"attack.{k}" for k in ATTACK), "metrics.threshold",
                                          "metrics.nll", "metrics.probe"],
     "audit": lambda params, wildcards: ["audit", "forget.strategy", "forget.request.file", "experiment.requests"],
-    "requests": lambda params, wildcards: ["experiment.requests"],
+    "requests": lambda params, wildcards: ["experiment.requests", "experiment.seeds"],
     "report": lambda params, wildcards: ["experiment.seeds", "experiment.per_image", "experiment.sweep",
                                          "metrics.memorization.ratio", "metrics.probe.t", "metrics.probe.draws",
                                          "metrics.trajectory"],
