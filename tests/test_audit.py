@@ -91,8 +91,8 @@ def test_audit_records_hashes_costs_and_renders_one_line_per_model():
 
 def test_without_a_retrained_model_pretraining_stands_for_the_cost_of_retraining():
     result = audit([metrics("pretrained", wall=470.0), metrics("retrack-s0")], {"pretrained": "a", "retrack-s0": "b"},
-                   [{"id": "x", "date": "–", "images": 2, "rows": 2}], BOTH_IN_IT, {"params": "", "data": "", "code": ""},
-                   RULES)
+                   [{"id": "x", "date": "–", "images": 2, "rows": 2}], BOTH_IN_IT,
+                   {"params": "", "data": "", "code": ""}, RULES)
     assert result["retraining_wall_time_s"] == 470.0 and result["models"][1]["baseline"] == "held-out"
     assert "pretrained (the same recipe)" in to_markdown(result)
 

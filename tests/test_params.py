@@ -54,14 +54,17 @@ def error_of(params) -> str:
         (lambda p: p["knn"].update(k=0), "knn.k: 0 is less than the minimum of 1"),
         (lambda p: p["knn"].update(space="latent"), "knn.encoder: required when knn.space is 'latent'"),
         (lambda p: p["experiment"].update(requests=["q1.yaml"]),
-         "experiment.requests: needs forget.strategy 'request' (the forget set is the requests' union), not 'injected'"),
+         "experiment.requests: needs forget.strategy 'request' (the forget set is the requests' union), "
+         "not 'injected'"),
         (lambda p: (p["forget"].update(strategy="request", request={"file": "q.yaml", "near_duplicates": 0.1}),
                     p["experiment"].update(requests=["q1.yaml"])), "forget.request.file: must be null with"),
-        (lambda p: (p["forget"].update(strategy="request"), p["experiment"].update(requests=["q1.yaml"], per_image=True)),
+        (lambda p: (p["forget"].update(strategy="request"),
+                    p["experiment"].update(requests=["q1.yaml"], per_image=True)),
          "experiment.requests: a sequence of requests cannot be combined with experiment.per_image"),
         (lambda p: p["metrics"]["trajectory"].update(samples=41),
          "metrics.trajectory.samples: 41 must be at most sampling.n = 40"),
-        (lambda p: p["experiment"].update(requests=["q1.yaml", "q1.yaml"]), "experiment.requests: ['q1.yaml', 'q1.yaml']"),
+        (lambda p: p["experiment"].update(requests=["q1.yaml", "q1.yaml"]),
+         "experiment.requests: ['q1.yaml', 'q1.yaml']"),
     ],
 )
 def test_bad_params_name_the_key(params, edit, expected):

@@ -87,7 +87,8 @@ def write_inputs(tmp_path, rng, names, params):
             paths["trajectories"].append(str(tmp_path / "traj" / f"{name}.csv"))
     save_npz(tmp_path / "train.npz", images=rng.integers(0, 255, (6, 1, 4, 4), dtype=np.uint8),
              labels=np.zeros(6, dtype=np.int64), injected=np.r_[np.full(5, -1), 0], names=np.array(list("abcdef")))
-    save_npz(tmp_path / "forget.npz", rows=np.array([5]), group=np.array([0]), distinct=np.array([5]), request=np.zeros(1))
+    save_npz(tmp_path / "forget.npz", rows=np.array([5]), group=np.array([0]), distinct=np.array([5]),
+             request=np.zeros(1))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--params", str(tmp_path / "params.yaml"), "--data", str(tmp_path / "train.npz"),
             "--forget", str(tmp_path / "forget.npz"), "--out-dir", str(tmp_path / "report")]

@@ -184,7 +184,8 @@ def choose_requested(files: list[str], near_duplicates: float, train: dict[str, 
                 query, near = within(vectors, vectors[requested], radius)
                 dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
                 for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
-                    found.setdefault(int(d), (f"near-duplicate of row {distinct.first[requested[q]]}", round(float(r), 4)))
+                    reason = f"near-duplicate of row {distinct.first[requested[q]]}"
+                    found.setdefault(int(d), (reason, round(float(r), 4)))
             new = [d for d in found if d not in reasons]
             if not new:
                 raise UserError(f"{path}: every image request {request['id']} names was taken by an earlier request")

@@ -109,7 +109,8 @@ def forget_image(spec: str, resolution: int, channels: int, torchvision: dict | 
         return square_resize(Image.fromarray(images[int(match[3])]), resolution, channels)
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"{path}: forget image not found (data.inject.image must be one of {', '.join(DRAWN)}, a PNG/JPG path "
+        raise UserError(f"{path}: forget image not found (data.inject.image must be one of {', '.join(DRAWN)}, "
+                        "a PNG/JPG path "
                         "or torchvision:<Dataset>:<train|test>:<index>)")
     try:
         with Image.open(path) as im:

@@ -91,7 +91,8 @@ def weight_distance(unet: torch.nn.Module, reference: torch.nn.Module) -> float:
     """||theta - theta_ref||_2 / ||theta_ref||_2 over every parameter of two models of one
     architecture (float64 sums): how far unlearning moved a model from where it started."""
     ref = dict(reference.named_parameters())
-    moved = sum(float((p.detach().double() - ref[name].detach().double()).pow(2).sum()) for name, p in unet.named_parameters())
+    moved = sum(float((p.detach().double() - ref[name].detach().double()).pow(2).sum())
+                for name, p in unet.named_parameters())
     size = sum(float(p.detach().double().pow(2).sum()) for p in ref.values())
     return (moved / size) ** 0.5
 

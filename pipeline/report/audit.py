@@ -162,7 +162,8 @@ def to_markdown(result: dict) -> str:
                      f"{'ok' if auc['pass'] else 'FAIL'} {auc['value']:.3g} <= {auc['threshold']:.3g}", cost,
                      f"`{m['weights_sha256'][:16]}…`"])
     per_request = [q["id"] for q in reqs] if len(reqs) > 1 else []
-    table = markdown_table(["model", "verdict", *per_request, *COLUMNS.values(), "MIA AUC", "cost", "weights SHA-256"], body)
+    table = markdown_table(["model", "verdict", *per_request, *COLUMNS.values(), "MIA AUC", "cost",
+                            "weights SHA-256"], body)
     retrain = result["retraining_wall_time_s"]
     retrain = "unknown (a downloaded model)" if retrain is None else f"{retrain:.1f} s"
     return (head + table + f"\nRetraining costs {retrain} ({result['retraining_cost_from']}). Each cell: the worst "

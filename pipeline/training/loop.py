@@ -13,6 +13,7 @@ Resuming: :mod:`pipeline.training.resume`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections import defaultdict
@@ -123,6 +124,21 @@ def set_gradients(params: list[torch.Tensor], direction: torch.Tensor) -> None:
         offset += p.numel()
 
 
+@contextlib.contextmanager
+def subnormals_flushed():
+    """Subnormal floats (below 1.2e-38) read as zero on the CPU within the block
+    (``torch.set_flush_denormal``, x86 with SSE3; off again after, torch's default). SISS's
+    importance weights of the examples drawn from the other component of its mixture reach 1e-40
+    and below, and every convolution of the backward passes then runs on subnormal numbers at a
+    fraction of its speed: 0.80 s against 0.28 s per step on the default model here, the same
+    direction. GPUs compute on subnormals at full speed."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, batch_size: int, lr: float,
           seed: int, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8,
           accumulate: int = 1, warmup_steps: int = 0, ema_decay: float | None = None,
@@ -171,27 +187,28 @@ def train(net: torch.nn.Module, objective, source: BatchSource, *, steps: int, b
         key = digest(*net.state_dict().values(), key=settings)
         first, rows, attempts = resume_from(resume, key, *loop)
     bar = tqdm(range(first, steps), initial=first, total=steps, desc=desc, unit="step", mininterval=5)
-    for step in bar:
-        batches = [source.draw(objective.needs, batch_size, device) for _ in range(accumulate)]
-        direction, record = step_direction(forward, objective, batches, precision)
-        set_gradients(params, direction)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step(params)
-        rows.append({"step": step + 1, **record, "grad_norm": grad_norm.item(), "lr": schedule.get_last_lr()[0]})
-        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss", "retain", "forget")},
-                        refresh=False)
-        if log is not None and ((step + 1) % max(1, steps // 10) == 0 or step + 1 == steps):
-            log.info("%s step %d/%d %s", desc, step + 1, steps,
-                     " ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k != "step"))
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            on_checkpoint(step + 1, net)
-        if key is not None and resume_every and (step + 1) % resume_every == 0 and step + 1 < steps:
-            so_far = [*attempts, attempt(first, step + 1, time.time() - started)]
-            save_state(resume / STATE, key, step + 1, rows, so_far, *loop)
+    with subnormals_flushed():
+        for step in bar:
+            batches = [source.draw(objective.needs, batch_size, device) for _ in range(accumulate)]
+            direction, record = step_direction(forward, objective, batches, precision)
+            set_gradients(params, direction)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(params)
+            rows.append({"step": step + 1, **record, "grad_norm": grad_norm.item(), "lr": schedule.get_last_lr()[0]})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss", "retain", "forget")},
+                            refresh=False)
+            if log is not None and ((step + 1) % max(1, steps // 10) == 0 or step + 1 == steps):
+                log.info("%s step %d/%d %s", desc, step + 1, steps,
+                         " ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k != "step"))
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                on_checkpoint(step + 1, net)
+            if key is not None and resume_every and (step + 1) % resume_every == 0 and step + 1 < steps:
+                so_far = [*attempts, attempt(first, step + 1, time.time() - started)]
+                save_state(resume / STATE, key, step + 1, rows, so_far, *loop)
     if resume is not None:
         save_attempts(resume, [*attempts, attempt(first, steps, time.time() - started)])
     standard_layout(net).eval()
