@@ -236,8 +236,8 @@ def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> 
     """The stages of one rule's jobs: one per job, or for jobs that differ only in their wildcards,
     one ``foreach`` stage per shared template (``unlearn-<method>``, ``sample``, ``attack``): over
     the wildcard's values, or with several wildcards over a mapping from their joined values to
-    them (stage ``attack@retrack-s0-retain``). A job alone with its template (the step of a
-    sequence of requests that starts from its own previous model) is a stage of its own
+    them (stage ``attack@retrack-s0-retain``). A second template of one method's jobs (a step of a
+    sequence of requests, which starts from its own previous model) is a stage of its own
     (``unlearn-retrack-s0-q2``)."""
     entries = [stage(job, params, code_dir) for job in jobs]
     if len(jobs) == 1 or not jobs[0]["wildcards"]:
@@ -260,15 +260,14 @@ def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> 
         return {rule: {"foreach": foreach(items), "do": json.loads(template)}}
     out = {}
     for template, items in groups.items():
-        if len(items) == 1:
+        name = f"{rule}-{Run.parse(items[0]['run']).method}"
+        if name not in out:
+            out[name] = {"foreach": foreach(items), "do": json.loads(template)}
+        elif len(items) == 1:  # a second template of the method: a step of a sequence, with its own model
             job = next(job for job in jobs if job["wildcards"] == items[0])
-            name, entry = stage_name(job), rendered(json.loads(template), items[0])
+            out[stage_name(job)] = rendered(json.loads(template), items[0])
         else:
-            name, entry = f"{rule}-{Run.parse(items[0]['run']).method}", {"foreach": foreach(items),
-                                                                          "do": json.loads(template)}
-        if name in out:
             raise ValueError(f"two groups of {rule} jobs would both be the stage {name}")
-        out[name] = entry
     return out
 
 

@@ -67,6 +67,13 @@ def main_runs():
     return [run.name for run in runs(PARAMS) if run.window is None and run.radius is None and run.request is None]
 
 
+def sequence_attack_outputs():
+    """A relearning attack of each kind on the last step of each sequence of requests: the model
+    that has unlearned every request."""
+    last = [run.name for run in sequence_runs(PARAMS) if run.request == len(PARAMS["experiment"]["requests"])]
+    return expand("attacks/{model}/{kind}.json", model=last, kind=PARAMS["attack"]["kinds"])
+
+
 def requests_outputs():
     """The report on a sequence of requests (experiment.requests), when there is one."""
     return expand("report/requests.{ext}", ext=["csv", "md", "png"]) if SEQUENCE else []

@@ -229,6 +229,7 @@ rule requests:
     input:
         metrics=expand("metrics/{model}.json", model=["pretrained", *SEQUENCE]),
         models=expand("models/{model}", model=["pretrained", *SEQUENCE]),
+        attacks=sequence_attack_outputs(),
         requests=EXTERNAL["request"],
         forget=rules.forget_set.output.npz,
     output:
@@ -249,4 +250,5 @@ rule requests:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline.stages.requests --params params.yaml --metrics {input.metrics} --models {input.models} "
-        "--forget {input.forget} --csv {output.csv} --md {output.md} --png {output.png} --log {log}"
+        "--attacks {input.attacks} --forget {input.forget} --csv {output.csv} --md {output.md} --png {output.png} "
+        "--log {log}"

@@ -215,6 +215,7 @@ def test_requests_in_sequence_each_start_from_the_previous_model_end_to_end(tmp_
     distance = {r["model"]: float(r["weight_distance"]) for r in rows}
     assert distance["pretrained"] == 0 and 0 < distance["naive-s0-q1"] < distance["naive-s0-q2"]
     assert (w / "report/requests.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| naive-q2 | neighbours | 1 |" in (w / "report/requests.md").read_text()  # the last step, attacked
     audit = {m["model"]: m for m in json.loads((w / "report/audit.json").read_text())["models"]}
     assert [q["id"] for q in audit["naive-s0-q1"]["requests"]] == ["req-1", "req-2"]
     assert audit["naive-s0-q1"]["requests"][1]["verdict"] == "not yet requested"
