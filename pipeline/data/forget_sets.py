@@ -33,6 +33,7 @@ forget set's table (:func:`table`) and picture (:func:`save_figure`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -171,34 +172,43 @@ def choose_requested(files: list[str], near_duplicates: float, train: dict[str, 
     row's request). The evidence says why each image was taken and by which request."""
     images = train["images"]
     distinct = DistinctImages.of(images)
-    reasons: dict[int, dict] = {}  # distinct image -> why it was taken, and by which request (its index)
-    with temporary_vectors(images[distinct.first]) as vectors:
-        many = near_duplicates > 0 and len(distinct.first) > 1
-        radius = near_duplicates * float(np.median(nearest_other(vectors))) if many else 0.0
+    reasons: dict[int, dict] = {}  # distinct image -> why it was taken
+    owner: dict[int, int] = {}  # distinct image -> the index of the request that took it
+    search = near_duplicates > 0 and len(distinct.first) > 1
+    with temporary_vectors(images[distinct.first]) if search else contextlib.nullcontext() as vectors:
+        radius = near_duplicates * float(np.median(nearest_other(vectors))) if search else 0.0
         for k, path in enumerate(files):
             request = read_request(path)
             named = requested_images(request, path, train["names"], images, distinct.first)
             found = {d: (how, 0.0) for d, how in reversed(named)}  # the first entry naming an image gives its reason
-            if many:
-                requested = np.array([d for d, _ in named])
-                query, near = within(vectors, vectors[requested], radius)
-                dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
-                for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
-                    reason = f"near-duplicate of row {distinct.first[requested[q]]}"
-                    found.setdefault(int(d), (reason, round(float(r), 4)))
+            if search:
+                for d, why in near_duplicates_of(vectors, np.array([d for d, _ in named]), radius, distinct).items():
+                    found.setdefault(d, why)
             new = [d for d in found if d not in reasons]
             if not new:
                 raise UserError(f"{path}: every image request {request['id']} names was taken by an earlier request")
             for d in new:
                 reasons[d] = {"row": int(distinct.first[d]), "request": request["id"], "reason": found[d][0],
-                              "distance": found[d][1], "index": k}
+                              "distance": found[d][1]}
+                owner[d] = k
             log.info("request %s: %d images named, %d taken with their near-duplicates (L2 < %.4f)",
                      request["id"], len(named), len(new), radius)
     chosen = sorted(reasons, key=lambda d: distinct.first[d])  # in row order
     rows = distinct.rows_of(np.array(chosen, dtype=np.int64))
-    index = {d: reasons[d].pop("index") for d in chosen}
     return ForgetChoice(rows, [reasons[d] for d in chosen],
-                        request=np.array([index[g] for g in distinct.group[rows]], dtype=np.int64))
+                        request=np.array([owner[g] for g in distinct.group[rows]], dtype=np.int64))
+
+
+def near_duplicates_of(vectors: np.ndarray, requested: np.ndarray, radius: float,
+                       distinct: DistinctImages) -> dict[int, tuple[str, float]]:
+    """The distinct images within ``radius`` of the ``requested`` ones (pixel ``vectors`` of the
+    distinct images), each with the reason and the distance of its closest requested image."""
+    query, near = within(vectors, vectors[requested], radius)
+    dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
+    found: dict[int, tuple[str, float]] = {}
+    for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
+        found.setdefault(int(d), (f"near-duplicate of row {distinct.first[requested[q]]}", round(float(r), 4)))
+    return found
 
 
 def choose(params: dict, train: dict[str, np.ndarray], samples: np.ndarray | None = None) -> ForgetChoice:

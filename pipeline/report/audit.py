@@ -104,7 +104,8 @@ def judge(metrics: dict, reference: dict | None, cfg: dict, rows: set[int] | Non
 def deleted(model: str, n_requests: int) -> int:
     """How many of the requests ``model`` has been asked to delete: a step of the sequence its
     number, every other model all of them."""
-    return n_requests if model in REFERENCE_MODELS or Run.parse(model).request is None else Run.parse(model).request
+    request = None if model in REFERENCE_MODELS else Run.parse(model).request
+    return n_requests if request is None else request
 
 
 def audit(metrics: list[dict], weights: dict[str, str], requests: list[dict], request_of: dict[int, int],
