@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -56,14 +58,56 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
         raise
 
 
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+@dataclass(frozen=True)
+class Streamed:
+    """An array written to an .npz member block by block, never whole in memory: its ``shape``,
+    ``dtype`` and ``blocks()``, which yields its consecutive row blocks (arrays of shape
+    (rows, *shape[1:])) each time it is called. ``np.asarray`` reads it whole (a small one)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    blocks: Callable[[], Iterable[np.ndarray]]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.concatenate([np.zeros((0, *self.shape[1:]), dtype=self.dtype), *self.blocks()])
+        return whole.astype(dtype or self.dtype, copy=False)
 
 
-def load_npz(path: str | Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Load the named arrays of an .npz file; a missing, corrupt or incomplete file names its path."""
+def save_npz(path: str | Path, **arrays: np.ndarray | Streamed) -> None:
+    """An uncompressed .npz (the format of ``np.savez``), each array a ``<name>.npy`` member: one
+    that :func:`load_npz` can memory-map. A :class:`Streamed` array is written as its blocks come."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                if isinstance(array, Streamed):
+                    _write_streamed(member, array)
+                else:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _write_streamed(member, array: Streamed) -> None:
+    dtype = np.dtype(array.dtype)
+    np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": tuple(array.shape)})
+    rows = 0
+    for block in array.blocks():
+        if block.shape[1:] != tuple(array.shape[1:]):
+            raise ValueError(f"block of shape {block.shape} in an array of shape {array.shape}")
+        member.write(memoryview(np.ascontiguousarray(block, dtype=dtype)).cast("B"))
+        rows += len(block)
+    if rows != array.shape[0]:
+        raise ValueError(f"{rows} rows written to an array of shape {array.shape}")
+
+
+def load_npz(path: str | Path, keys: tuple[str, ...], mapped: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Load the named arrays of an .npz file; a missing, corrupt or incomplete file names its path.
+
+    The ``mapped`` ones are memory-mapped read-only where stored uncompressed (as :func:`save_npz`
+    writes them): rows are read from disk as they are indexed, so memory does not grow with the
+    array, and the kernel may drop the pages it read (they are not anonymous memory)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: input file not found")
@@ -75,9 +119,28 @@ def load_npz(path: str | Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
             missing = [k for k in keys if k not in data.files]
             if missing:
                 raise UserError(f"{path}: corrupt or wrong file, arrays {missing} missing")
-            return {k: data[k] for k in keys}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            return {k: _memory_map(path, data.zip.getinfo(f"{k}.npy")) if k in mapped else data[k] for k in keys}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error) as exc:
         raise UserError(f"{path}: corrupt file ({exc})") from exc
+
+
+def _memory_map(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
+    """The array of an uncompressed ``.npy`` member of a zip file as a read-only memory map; a
+    compressed or empty one read whole."""
+    with open(path, "rb") as f:
+        f.seek(member.header_offset)
+        local = f.read(30)  # the zip local file header; its name and extra field follow
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        f.seek(member.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(f) if member.compress_type == zipfile.ZIP_STORED else None
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        shape, fortran_order, dtype = read_header(f) if read_header else ((0,), False, None)
+        offset = f.tell()
+    if read_header is None or 0 in shape or dtype.hasobject:
+        with zipfile.ZipFile(path) as archive, archive.open(member) as stream:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")
 
 
 def save_json(path: str | Path, obj) -> None:

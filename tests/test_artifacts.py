@@ -160,3 +160,44 @@ def test_grid_shape_and_placement():
 def test_grid_default_is_square_ish():
     out = grid(np.zeros((4, 3, 2, 2), dtype=np.float32), pad=0)
     assert out.shape == (4, 4, 3)
+
+
+def test_streamed_array_is_written_block_by_block_and_memory_mapped_back(tmp_path):
+    """save_npz writes a Streamed array as its blocks come (never whole), in np.savez's format;
+    load_npz memory-maps the members asked for and reads the others."""
+    from pipeline.artifacts import Streamed
+
+    images = np.arange(7 * 2 * 3, dtype=np.uint8).reshape(7, 2, 3)
+    served = []
+
+    def blocks():
+        for start in range(0, 7, 3):
+            served.append(start)
+            yield images[start:start + 3]
+
+    save_npz(tmp_path / "a.npz", images=Streamed(images.shape, np.uint8, blocks), labels=np.arange(7))
+    assert served == [0, 3, 6]
+    with np.load(tmp_path / "a.npz") as plain:  # numpy reads it as its own
+        np.testing.assert_array_equal(plain["images"], images)
+    loaded = load_npz(tmp_path / "a.npz", ("images", "labels"), mapped=("images",))
+    assert isinstance(loaded["images"], np.memmap) and not isinstance(loaded["labels"], np.memmap)
+    assert not loaded["images"].flags.writeable
+    np.testing.assert_array_equal(loaded["images"], images)
+    np.testing.assert_array_equal(loaded["images"][[5, 1]], images[[5, 1]])
+    np.testing.assert_array_equal(np.asarray(Streamed(images.shape, np.uint8, blocks)), images)
+
+
+def test_streamed_array_of_the_wrong_length_is_not_written(tmp_path):
+    from pipeline.artifacts import Streamed
+
+    with pytest.raises(ValueError, match="4 rows"):
+        save_npz(tmp_path / "a.npz", x=Streamed((5, 2), np.uint8, lambda: iter([np.zeros((4, 2), np.uint8)])))
+    assert not (tmp_path / "a.npz").exists()
+
+
+def test_load_npz_maps_only_what_it_can(tmp_path):
+    """A compressed member, or an empty one, is read whole instead of mapped."""
+    np.savez_compressed(tmp_path / "c.npz", images=np.ones((3, 2), np.uint8), empty=np.zeros((0, 4)))
+    loaded = load_npz(tmp_path / "c.npz", ("images", "empty"), mapped=("images", "empty"))
+    np.testing.assert_array_equal(loaded["images"], np.ones((3, 2)))
+    assert loaded["empty"].shape == (0, 4)

@@ -31,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RAW_MNIST = ROOT / "data" / "raw" / "mnist.npz"
 
 
+def built(params: dict, base):
+    """build_training_set with its streamed images read whole."""
+    train, heldout = build_training_set(params, base)
+    return {**train, "images": np.asarray(train["images"])}, heldout
+
+
 def solid(path: Path, size, value, mode="RGB"):
     """Write a one-colour image; ``value`` is an int grey level or a colour tuple."""
     Image.new(mode, size, value).save(path)
@@ -258,7 +264,7 @@ def test_build_training_set_injects_copies(tmp_path, params):
     png = framed(tmp_path / "forget.png", 30, 20)
     p = folder_params(params, tmp_path / "imgs",
                       [{"image": "tshirt", "copies": 3}, {"image": str(png), "copies": 2}], heldout=1)
-    train, heldout = build_training_set(p, tmp_path / "imgs")
+    train, heldout = built(p, tmp_path / "imgs")
     images, labels, injected = train["images"], train["labels"], train["injected"]
     # one of the four folder images is held out; the other three are the base rows, in folder order
     assert len(heldout["names"]) == 1 and heldout["names"][0] in LABELLED_NAMES
@@ -282,9 +288,9 @@ def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
     folder = tmp_path / "many"
     values = grey_folder(folder, 30)
     inject = [{"image": "tshirt", "copies": 2}]
-    a, a_out = build_training_set(folder_params(params, folder, inject, limit=10, seed=0, heldout=5), folder)
-    b, _ = build_training_set(folder_params(params, folder, inject, limit=10, seed=0, heldout=5), folder)
-    c, _ = build_training_set(folder_params(params, folder, inject, limit=10, seed=1, heldout=5), folder)
+    a, a_out = built(folder_params(params, folder, inject, limit=10, seed=0, heldout=5), folder)
+    b, _ = built(folder_params(params, folder, inject, limit=10, seed=0, heldout=5), folder)
+    c, _ = built(folder_params(params, folder, inject, limit=10, seed=1, heldout=5), folder)
     assert a["images"].shape == (12, 1, 8, 8)
     assert (a["injected"] == -1).sum() == 10 and a["injected"][10:].tolist() == [0, 0]
     assert np.array_equal(a["images"], b["images"])
@@ -294,11 +300,11 @@ def test_build_training_set_limit_is_a_seeded_subset(tmp_path, params):
     assert a["names"].tolist() == [f"{i:02d}.png" for i in pos] + ["tshirt"] * 2  # names follow their rows
     assert not set(pos.tolist()) & set(subset_of(values, a_out["images"]).tolist())  # never a held-out image
     # the limit draws from what is left after the 5 held-out images: 25
-    no_limit, no_limit_out = build_training_set(folder_params(params, folder, inject, limit=None, heldout=5), folder)
+    no_limit, no_limit_out = built(folder_params(params, folder, inject, limit=None, heldout=5), folder)
     assert (no_limit["injected"] == -1).sum() == 25
-    big_limit, _ = build_training_set(folder_params(params, folder, inject, limit=100, heldout=5), folder)
+    big_limit, _ = built(folder_params(params, folder, inject, limit=100, heldout=5), folder)
     assert np.array_equal(big_limit["images"], no_limit["images"])
-    exact_limit, _ = build_training_set(folder_params(params, folder, inject, limit=25, heldout=5), folder)
+    exact_limit, _ = built(folder_params(params, folder, inject, limit=25, heldout=5), folder)
     assert np.array_equal(exact_limit["images"], no_limit["images"])
     # the held-out images are drawn before the limit: the limit does not change them
     for key in ("images", "labels", "names"):
@@ -348,7 +354,7 @@ def test_build_training_set_returns_the_split_heldout(tmp_path, params):
     grey_folder(folder, 12)
     p = folder_params(params, folder, [{"image": "tshirt", "copies": 2}], heldout=4)
     (_, _, names), (h_images, h_labels, h_names) = split_heldout(p, folder)
-    train, heldout = build_training_set(p, folder)
+    train, heldout = built(p, folder)
     assert set(heldout) == {"images", "labels", "names"}
     assert np.array_equal(heldout["images"], h_images) and np.array_equal(heldout["labels"], h_labels)
     assert heldout["names"].tolist() == h_names.tolist()
@@ -363,7 +369,7 @@ def test_split_heldout_folder_too_small_names_data_heldout(tmp_path, params, hel
         split_heldout(p, tmp_path / "imgs")
     assert "data.heldout" in str(info.value)
     with pytest.raises(UserError, match="data.heldout"):
-        build_training_set(p, tmp_path / "imgs")
+        built(p, tmp_path / "imgs")
 
 
 def test_split_heldout_folder_may_leave_one_image(tmp_path, params):
@@ -437,7 +443,7 @@ def test_split_heldout_mnist_is_seeded(tmp_path, params):
 def test_build_training_set_mnist_trains_on_training_digits_only(tmp_path, params):
     raw = fake_mnist(tmp_path / "mnist.npz")
     p = mnist_params(params, None, heldout=5, limit=8)
-    train, heldout = build_training_set(p, tmp_path / "mnist.npz")
+    train, heldout = built(p, tmp_path / "mnist.npz")
     base = train["injected"] == -1
     assert base.sum() == 8 and train["injected"][~base].tolist() == [0, 0]
     assert all(n.startswith("mnist-train-") for n in train["names"][base].tolist())
@@ -546,7 +552,7 @@ def test_build_training_set_torchvision_limit_inject_and_settings(torchvision_st
     inject = [{"image": "torchvision:FashionMNIST:train:1", "copies": 3}]
     settings = {"root": str(tmp_path / "tv"), "download": True}
     p = torchvision_params(params, "MNIST", heldout=4, limit=8, inject=inject, settings=settings)
-    train, heldout = build_training_set(p, None)
+    train, heldout = built(p, None)
     base = train["injected"] == -1
     assert base.sum() == 8 and train["injected"][~base].tolist() == [0, 0, 0]
     rows = [int(n.removeprefix("mnist-train-")) for n in train["names"][base].tolist()]
@@ -581,7 +587,7 @@ def test_forget_image_bad_torchvision_spec_names_data_inject(torchvision_stub, s
 def test_build_training_set_checks_inject_before_reading_the_base(tmp_path, params):
     p = mnist_params(params, None, inject=[{"image": "torchvision:Fashion:train:1", "copies": 1}])
     with pytest.raises(UserError, match=f"data.inject.*{TV_SPEC}"):
-        build_training_set(p, tmp_path / "missing.npz")  # not read: the bad spec stops it first
+        built(p, tmp_path / "missing.npz")  # not read: the bad spec stops it first
 
 
 def test_missing_torchvision_is_one_line_naming_the_extra(monkeypatch, params):
@@ -664,7 +670,7 @@ def test_folder_names_are_what_forget_files_selects(tmp_path, params):
 
     celeba_folder(tmp_path / "celeba")
     p = celeba_params(params, tmp_path / "celeba", 20)
-    train, _ = build_training_set(p, tmp_path / "celeba")
+    train, _ = built(p, tmp_path / "celeba")
     rows = named_rows(p["forget"], train)
     assert sorted(train["names"][rows].tolist()) == ["10.jpg", "11.jpg"]
     for row in rows:

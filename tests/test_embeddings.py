@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
 from pipeline.errors import UserError
-from pipeline.search.embeddings import embed, encoder, latent_encoder, pixels, torchscript_encoder
+from pipeline.search.embeddings import decode, embed, encoder, latent_encoder, pixels, torchscript_encoder
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.* is deprecated:DeprecationWarning")
 
@@ -19,29 +19,38 @@ def unit_images(rng, n=5, c=1, h=8, w=8):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 10, 64])
-def test_embed_pixels_writes_unit_interval_vectors(tmp_path, rng, batch_size):
+def test_embed_pixels_stores_the_uint8_pixels_which_decode_to_the_unit_interval(tmp_path, rng, batch_size):
     images = rng.integers(0, 256, size=(10, 1, 4, 3), dtype=np.uint8)
     images[0, 0, 0, 0], images[1, 0, 0, 0] = 0, 255
     out = tmp_path / "vectors.npy"
     vectors = embed(images, pixels, out, batch_size=batch_size)
-    want = images.reshape(10, -1).astype(np.float64) / 255.0
     assert isinstance(vectors, np.memmap)
     assert not vectors.flags.writeable
-    assert vectors.dtype == np.float32 and vectors.shape == (10, 12)
-    np.testing.assert_allclose(vectors, want, rtol=1e-6, atol=1e-7)
-    on_disk = np.load(out)
-    assert on_disk.dtype == np.float32
-    np.testing.assert_array_equal(on_disk, np.asarray(vectors))
+    assert vectors.dtype == np.uint8 and vectors.shape == (10, 12)
+    np.testing.assert_array_equal(vectors, images.reshape(10, -1))  # exact, a quarter of float32's bytes
+    assert np.load(out).dtype == np.uint8
+    unit = decode(vectors)
+    assert unit.dtype == np.float32 and unit.min() == 0.0 and unit.max() == 1.0
+    np.testing.assert_allclose(unit, images.reshape(10, -1).astype(np.float64) / 255.0, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError):
-        vectors[0, 0] = 1.0
+        vectors[0, 0] = 1
 
 
-def test_embed_reads_a_memory_map(tmp_path, rng):
+def test_decode_leaves_float_vectors_as_they_are(rng):
+    vectors = rng.random((3, 4)).astype(np.float32)
+    assert decode(vectors).dtype == np.float32
+    np.testing.assert_array_equal(decode(vectors), vectors)
+
+
+def test_embed_reads_the_rows_asked_for_from_a_memory_map(tmp_path, rng):
     images = rng.integers(0, 256, size=(7, 3, 2, 2), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
     mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
     vectors = embed(mapped, pixels, tmp_path / "v.npy", batch_size=2)
-    np.testing.assert_allclose(vectors, images.reshape(7, -1) / 255.0, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(vectors, images.reshape(7, -1))
+    rows = np.array([1, 4, 5, 6])
+    some = embed(mapped, lambda x: x.flatten(1) * 2, tmp_path / "w.npy", batch_size=3, rows=rows)
+    np.testing.assert_allclose(some, images[rows].reshape(4, -1) / 255.0 * 2, rtol=1e-6)
 
 
 def test_embed_with_a_custom_encoder_batches_in_order(tmp_path, rng):

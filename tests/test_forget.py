@@ -419,6 +419,19 @@ def test_group_identical_matches_brute_force(rng):
         assert np.array_equal(images[i], images[distinct[group[i]]])
 
 
+def test_group_identical_numbers_groups_by_their_first_row_across_blocks(rng, monkeypatch):
+    """Groups in the order of their first rows, however the pass over the images is cut in blocks."""
+    import pipeline.data.sets as sets
+
+    uniques = rng.integers(0, 256, size=(4, 1, 4, 4), dtype=np.uint8)
+    which = np.array([2, 2, 0, 3, 0, 1, 2, 3])
+    for block_bytes in (16, 48, 2**20):
+        monkeypatch.setattr(sets, "BLOCK_BYTES", block_bytes)
+        group, first = group_identical(uniques[which])
+        assert first.tolist() == [0, 2, 3, 5]
+        assert group.tolist() == [0, 0, 1, 2, 1, 3, 0, 2]
+
+
 def test_group_identical_all_distinct_and_all_same(rng):
     images = rng.integers(0, 256, size=(6, 1, 4, 4), dtype=np.uint8)
     images[:, 0, 0, 0] = np.arange(6)  # guarantee distinct
@@ -562,7 +575,7 @@ def test_forget_cli_memorized_writes_evidence(tmp_path, params, rng, monkeypatch
 
 def test_forget_of_a_per_image_run_is_one_image_with_its_copies(rng):
     """Distinct forget images in row order: row 2 (image 0), rows 5+8 (image 1, identical copies),
-    row 6 (image 2); groups as group_identical numbers them (by content, not by row)."""
+    row 6 (image 2); groups as group_identical numbers them."""
     from pipeline.data.sets import forget_of
 
     images = rng.integers(0, 256, size=(10, 1, 4, 4), dtype=np.uint8)

@@ -10,6 +10,7 @@ import yaml
 
 from pipeline.artifacts import load_npz, save_npz
 from pipeline.errors import UserError
+from pipeline.search.embeddings import decode
 from pipeline.search.neighbours import (
     ApproximateIndex,
     exact_search,
@@ -82,11 +83,28 @@ def test_exact_search_k_larger_than_vectors_is_user_error(rng):
         exact_search(data, data[:1], 6)
 
 
-def test_temporary_vectors_scale_to_unit_interval():
-    images = np.array([[[[0, 255], [51, 102]]], [[[255, 0], [0, 51]]]], dtype=np.uint8)
+def test_temporary_vectors_are_the_pixels_which_decode_to_the_unit_interval():
+    images = np.array([[[[0, 255], [51, 102]]], [[[255, 0], [0, 51]]], [[[1, 2], [3, 4]]]], dtype=np.uint8)
     with temporary_vectors(images) as out:
-        assert out.dtype == np.float32 and out.shape == (2, 4)
-        np.testing.assert_allclose(out, [[0.0, 1.0, 0.2, 0.4], [1.0, 0.0, 0.0, 0.2]], rtol=1e-6)
+        assert out.dtype == np.uint8 and out.shape == (3, 4)
+        np.testing.assert_allclose(decode(out[:2]), [[0.0, 1.0, 0.2, 0.4], [1.0, 0.0, 0.0, 0.2]], rtol=1e-6)
+    with temporary_vectors(images, rows=np.array([2, 0])) as out:
+        np.testing.assert_array_equal(out, [[1, 2, 3, 4], [0, 255, 51, 102]])
+
+
+def test_exact_search_over_uint8_pixels_equals_search_over_their_floats(rng):
+    """The stored uint8 pixel vectors, decoded block by block, give the neighbours and distances of
+    the float32 [0, 1] vectors they stand for, in blocks of any size."""
+    images = rng.integers(0, 256, size=(300, 48), dtype=np.uint8)
+    queries = rng.random((5, 48), dtype=np.float32)
+    want_pos, want_dist = exact_search(decode(images), queries, 7)
+    for block_rows in (None, 1, 64):
+        pos, dist = exact_search(images, queries, 7, block_rows)
+        np.testing.assert_array_equal(pos, want_pos)
+        np.testing.assert_allclose(dist, want_dist, rtol=1e-5)
+    x = images.astype(np.float64) / 255
+    brute = np.sqrt(((x[None] - queries[:, None].astype(np.float64)) ** 2).sum(-1))
+    np.testing.assert_allclose(want_dist, np.sort(brute, axis=1)[:, :7], rtol=1e-4)
 
 
 # ---------------------------------------------------------------- range search and nearest other
@@ -304,8 +322,8 @@ def test_knn_cli_index_directory(tmp_path, params, rng):
     info = json.loads((index / "index.json").read_text())
     assert info["kind"] == "flat" and info["ntotal"] == 16 and info["dim"] == 16
     vectors = np.load(index / "vectors.npy")
-    assert vectors.dtype == np.float32 and vectors.shape == (16, 16)
-    np.testing.assert_allclose(vectors, images[RETAIN].reshape(16, -1) / 255.0, rtol=1e-6, atol=1e-7)
+    assert vectors.dtype == np.uint8 and vectors.shape == (16, 16)  # pixels stored exactly
+    np.testing.assert_array_equal(vectors, images[RETAIN].reshape(16, -1))
     np.testing.assert_array_equal(np.load(index / "rows.npy"), RETAIN)
     assert not (index / "index.faiss").exists()
 

@@ -192,7 +192,7 @@ def test_neggrad_is_negative_scaled_forget_loss(scheduler):
 def test_neggrad_ascends_the_forget_loss(params, scheduler, unet):
     images = (np.random.default_rng(0).random((10, 1, 8, 8)) * 255).astype(np.uint8)
     source = BatchSource(images, np.arange(5), np.arange(5, 10), np.zeros(5, dtype=np.int64), np.zeros((1, 2), int))
-    forget = source.images[5:]
+    forget = source.read(torch.arange(5, 10), "cpu")
 
     def forget_loss(net):
         torch.manual_seed(123)

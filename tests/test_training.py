@@ -21,6 +21,29 @@ def tiny_source(rng, n=40, forget=6):
     return images, BatchSource(images, np.arange(n - forget), forget_rows, group, neighbours)
 
 
+def test_batches_from_a_memory_mapped_training_set_are_those_from_memory(tmp_path, rng):
+    """The batch source reads and converts only the rows a batch draws: from a memory map of
+    train.npz it gives the very batches of the array in memory, x = 2 * pixels / 255 - 1."""
+    from pipeline.artifacts import save_npz
+    from pipeline.data.sets import load_training_set
+
+    images, source = tiny_source(rng)
+    save_npz(tmp_path / "train.npz", images=images, labels=np.zeros(40), injected=np.zeros(40), names=np.zeros(40))
+    mapped = load_training_set(tmp_path / "train.npz")["images"]
+    assert isinstance(mapped, np.memmap)
+    other = BatchSource(mapped, np.arange(34), np.arange(34, 40), np.arange(6) % 2, source.neighbours.numpy())
+    assert other.digest() == source.digest()
+    drawn = []
+    for each in (source, other):
+        torch.manual_seed(1)
+        drawn.append(each.draw(("forget", "retain"), 5, "cpu"))
+    for name in ("forget", "retain", "neighbours"):
+        torch.testing.assert_close(getattr(drawn[0], name), getattr(drawn[1], name), rtol=0, atol=0)
+    torch.manual_seed(1)
+    pick = torch.randint(0, 6, (5,))
+    torch.testing.assert_close(drawn[0].forget, torch.from_numpy(images[34 + pick.numpy()] / 255 * 2 - 1).float())
+
+
 def weights(net):
     return torch.cat([p.detach().flatten() for p in net.parameters()])
 

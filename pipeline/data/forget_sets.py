@@ -46,6 +46,7 @@ from pipeline.data.requests import read_request, requested_images
 from pipeline.data.sets import group_identical
 from pipeline.diffusion.images import grid, save_labelled_grid, save_png, to_float
 from pipeline.errors import UserError
+from pipeline.search.embeddings import decode
 from pipeline.search.neighbours import exact_search, nearest_other, range_pairs, temporary_vectors, within
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def choose_memorized(cfg: dict, images: np.ndarray, samples: np.ndarray) -> Forg
     distinct = DistinctImages.of(images)
     if len(distinct.first) < 2:
         raise UserError("forget.strategy 'memorized' needs at least two distinct training images")
-    with temporary_vectors(images[distinct.first]) as vectors:
+    with temporary_vectors(images, rows=distinct.first) as vectors:
         d_nn = nearest_other(vectors)
         pos, dist = exact_search(vectors, samples.reshape(len(samples), -1), 1)
     nearest, dist = pos[:, 0], dist[:, 0]
@@ -144,7 +145,7 @@ def choose_duplicated(cfg: dict, images: np.ndarray) -> ForgetChoice:
     distinct = DistinctImages.of(images)
     if len(distinct.first) < 2:
         raise UserError("forget.strategy 'duplicated' needs at least two distinct training images")
-    with temporary_vectors(images[distinct.first]) as vectors:
+    with temporary_vectors(images, rows=distinct.first) as vectors:
         radius = cfg["threshold"] * float(np.median(nearest_other(vectors)))
         first, second = range_pairs(vectors, radius)
     m = len(distinct.first)
@@ -175,7 +176,7 @@ def choose_requested(files: list[str], near_duplicates: float, train: dict[str, 
     reasons: dict[int, dict] = {}  # distinct image -> why it was taken
     owner: dict[int, int] = {}  # distinct image -> the index of the request that took it
     search = near_duplicates > 0 and len(distinct.first) > 1
-    with temporary_vectors(images[distinct.first]) if search else contextlib.nullcontext() as vectors:
+    with temporary_vectors(images, rows=distinct.first) if search else contextlib.nullcontext() as vectors:
         radius = near_duplicates * float(np.median(nearest_other(vectors))) if search else 0.0
         for k, path in enumerate(files):
             request = read_request(path)
@@ -203,8 +204,8 @@ def near_duplicates_of(vectors: np.ndarray, requested: np.ndarray, radius: float
                        distinct: DistinctImages) -> dict[int, tuple[str, float]]:
     """The distinct images within ``radius`` of the ``requested`` ones (pixel ``vectors`` of the
     distinct images), each with the reason and the distance of its closest requested image."""
-    query, near = within(vectors, vectors[requested], radius)
-    dist = np.linalg.norm(vectors[near] - vectors[requested[query]], axis=1)
+    query, near = within(vectors, decode(vectors[requested]), radius)
+    dist = np.linalg.norm(decode(vectors[near]) - decode(vectors[requested[query]]), axis=1)
     found: dict[int, tuple[str, float]] = {}
     for q, d, r in sorted(zip(query, near, dist), key=lambda x: x[2]):
         found.setdefault(int(d), (f"near-duplicate of row {distinct.first[requested[q]]}", round(float(r), 4)))

@@ -8,11 +8,17 @@ images; and the forget set that each model is judged on (:func:`forget_of`).
 is), ``distinct`` (one row of X per group) and ``request`` (per group, which request of
 ``experiment.requests`` took it, 0 without them); ``knn.npz``: ``neighbours`` (rows of X,
 (n_distinct, K), nearest first) and ``distances``.
+
+The images of ``train.npz`` and ``heldout.npz`` are memory-mapped (:func:`pipeline.artifacts.load_npz`):
+a stage reads the rows it indexes, so its memory does not grow with the data set; a pass over
+all of them goes block by block (:func:`row_blocks`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -21,19 +27,42 @@ from pipeline.errors import UserError
 from pipeline.params.runs import REFERENCE_MODELS, Run
 
 
+BLOCK_BYTES = 64 * 2**20  # the images of one block of a pass over a data set
+
+
 def load_training_set(path: str | Path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("images", "labels", "injected", "names"))
+    return load_npz(path, ("images", "labels", "injected", "names"), mapped=("images",))
+
+
+def row_blocks(images: np.ndarray, rows: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """The images (or the ``rows`` of them, in their order) in consecutive blocks of at most
+    :data:`BLOCK_BYTES`, each read into memory."""
+    rows = np.arange(len(images)) if rows is None else rows
+    step = max(1, BLOCK_BYTES // max(1, images[0].nbytes if len(images) else 1))
+    for start in range(0, len(rows), step):
+        yield np.asarray(images[rows[start:start + step]])
+
+
+def image_digests(images: np.ndarray) -> np.ndarray:
+    """A 128-bit BLAKE2b digest of each image's bytes, as rows of 16 uint8."""
+    return np.array([np.frombuffer(hashlib.blake2b(image.tobytes(), digest_size=16).digest(), dtype=np.uint8)
+                     for block in row_blocks(images) for image in block]).reshape(-1, 16)
 
 
 def group_identical(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each image, the index of its group of byte-identical images, and one member per group."""
-    flat = images.reshape(len(images), -1)
-    _, first, group = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-    return group.reshape(-1), first
+    """For each image, the index of its group of byte-identical images, and one member per group
+    (its first row); groups are numbered in the order of their first rows. Images are compared by
+    their digests (:func:`image_digests`; a collision has probability about N^2 / 2^129), so
+    memory holds 16 bytes per image, not the images."""
+    _, first, group = np.unique(image_digests(images), axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return renumber[group.reshape(-1)], first[order]
 
 
 def load_heldout_set(path: str | Path) -> dict[str, np.ndarray]:
-    return load_npz(path, ("images", "labels", "names"))
+    return load_npz(path, ("images", "labels", "names"), mapped=("images",))
 
 
 def load_forget_set(path) -> dict[str, np.ndarray]:

@@ -119,26 +119,59 @@ def forget_image(spec: str, resolution: int, channels: int, torchvision: dict | 
         raise UserError(f"{path}: not a readable image ({exc})") from exc
 
 
-def folder_images(root: Path, resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every PNG/JPG under ``root`` (sorted), labels from first-level sub-folders (-1 if none), and
-    names (paths relative to ``root``)."""
+class ImageFiles:
+    """Image files as a uint8 (N, C, resolution, resolution) array that reads (and resizes) the
+    images it is indexed with, so that a folder larger than memory can be written block by block
+    (:class:`pipeline.artifacts.Streamed`). ``take`` selects files without reading them."""
+
+    def __init__(self, files: list[Path], resolution: int, channels: int):
+        self.files, self.resolution, self.channels = files, resolution, channels
+        self.shape = (len(files), channels, resolution, resolution)
+        self.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, i: int) -> np.ndarray:
+        try:
+            with Image.open(self.files[i]) as im:
+                return square_resize(im, self.resolution, self.channels)
+        except OSError as exc:
+            raise UserError(f"{self.files[i]}: not a readable image ({exc})") from exc
+
+    def __getitem__(self, index) -> np.ndarray:
+        which = np.arange(len(self))[index]
+        if which.ndim == 0:
+            return self.read(int(which))
+        return np.array([self.read(int(i)) for i in which], dtype=np.uint8).reshape(len(which), *self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:].astype(dtype or self.dtype, copy=False)
+
+    def take(self, indices: np.ndarray, axis: int = 0) -> "ImageFiles":
+        assert axis == 0, "ImageFiles selects rows only"
+        return ImageFiles([self.files[i] for i in np.asarray(indices)], self.resolution, self.channels)
+
+
+def folder_images(root: Path, resolution: int, channels: int) -> tuple[ImageFiles, np.ndarray, np.ndarray]:
+    """Every PNG/JPG under ``root`` (sorted; read when indexed, each file's header checked here),
+    labels from first-level sub-folders (-1 if none), and names (paths relative to ``root``)."""
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found (data.source.path)")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"{root}: no PNG/JPG images found (data.source.path)")
     classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    images, labels = [], []
+    labels = []
     for p in tqdm(files, desc="images", unit="img", mininterval=5):
         try:
-            with Image.open(p) as im:
-                images.append(square_resize(im, resolution, channels))
+            Image.open(p).close()  # the header only: a file that is no image stops the stage here
         except OSError as exc:
             raise UserError(f"{p}: not a readable image ({exc})") from exc
         parts = p.relative_to(root).parts
         labels.append(classes.index(parts[0]) if len(parts) > 1 else -1)
     names = np.array([p.relative_to(root).as_posix() for p in files])
-    return np.stack(images), np.asarray(labels, dtype=np.int64), names
+    return ImageFiles(files, resolution, channels), np.asarray(labels, dtype=np.int64), names
 
 
 def resize_images(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:

@@ -16,19 +16,24 @@ the digit classifier's test set and the non-members of the membership inference 
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import Streamed
 from pipeline.data.sources import folder_images, forget_image, raw_split, resize_images
 from pipeline.errors import UserError
+
+BLOCK_ROWS = 256  # images read (a folder's: decoded and resized) and written at a time
 
 
 def split_heldout(params: dict, base: Path | None) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """The base images a training set may draw from, and ``data.heldout`` held-out images, each as
     (images, labels, names): the training and (seeded choice of) test images of MNIST or of a
     torchvision data set, or a seeded split of the folder that holds out no image ``forget.files``
-    names (it is to be forgotten, so it must be trained on)."""
+    names (it is to be forgotten, so it must be trained on). A folder's base images are
+    :class:`~pipeline.data.sources.ImageFiles`, read when written."""
     cfg = params["data"]
     res, ch, n = cfg["resolution"], cfg["channels"], cfg["heldout"]
     rng = np.random.default_rng(cfg["seed"] + 1)
@@ -54,12 +59,14 @@ def split_heldout(params: dict, base: Path | None) -> tuple[tuple[np.ndarray, ..
                         f"{named}; the rest must be left to train on")
     out = np.zeros(len(images), dtype=bool)
     out[rng.choice(free, n, replace=False)] = True
-    return (images[~out], labels[~out], names[~out]), (images[out], labels[out], names[out])
+    train = (images.take(np.flatnonzero(~out), axis=0), labels[~out], names[~out])
+    return train, (images[out], labels[out], names[out])
 
 
-def build_training_set(params: dict, base: Path | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def build_training_set(params: dict, base: Path | None) -> tuple[dict, dict[str, np.ndarray]]:
     """The training set, base images (a seeded subset of ``limit``) followed by each injected
-    image's copies, and the held-out set (:func:`split_heldout`).
+    image's copies, and the held-out set (:func:`split_heldout`). The training images are
+    :class:`~pipeline.artifacts.Streamed`: read (from a folder) block by block as they are written.
 
     ``base`` is the output of ``fetch`` for ``data.source.kind: mnist``, the image folder
     (``data.source.path``) for ``folder``, unused for ``torchvision`` (``data.torchvision.root``).
@@ -73,14 +80,14 @@ def build_training_set(params: dict, base: Path | None) -> tuple[dict[str, np.nd
     rng = np.random.default_rng(cfg["seed"])
     if limit and limit < len(images):
         keep = np.sort(rng.choice(len(images), limit, replace=False))
-        images, labels, names = images[keep], labels[keep], names[keep]
-    injected = np.full(len(images), -1, dtype=np.int64)
-    parts, part_labels, part_injected, part_names = [images], [labels], [injected], [names.astype(str)]
-    for i, (item, image) in enumerate(zip(cfg["inject"], forget)):
-        parts.append(np.repeat(image[None], item["copies"], axis=0))
-        part_labels.append(np.full(item["copies"], -1, dtype=np.int64))
-        part_injected.append(np.full(item["copies"], i, dtype=np.int64))
-        part_names.append(np.full(item["copies"], item["image"]))
-    train = {"images": np.concatenate(parts), "labels": np.concatenate(part_labels),
-             "injected": np.concatenate(part_injected), "names": np.concatenate(part_names)}
+        images, labels, names = images.take(keep, axis=0), labels[keep], names[keep]
+    copies = [item["copies"] for item in cfg["inject"]]
+    train = {"images": Streamed((len(images) + sum(copies), ch, res, res), np.uint8, lambda: chain(
+                 (images[start:start + BLOCK_ROWS] for start in range(0, len(images), BLOCK_ROWS)),
+                 (np.repeat(image[None], n, axis=0) for image, n in zip(forget, copies)))),
+             "labels": np.concatenate([labels, np.full(sum(copies), -1, dtype=np.int64)]),
+             "injected": np.concatenate([np.full(len(images), -1, dtype=np.int64),
+                                         np.repeat(np.arange(len(copies), dtype=np.int64), copies)]),
+             "names": np.concatenate([names.astype(str), *(np.full(n, item["image"]) for item, n in
+                                                           zip(cfg["inject"], copies))])}
     return train, dict(zip(("images", "labels", "names"), heldout))

@@ -63,10 +63,13 @@ class DigitClassifier(nn.Module):
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, log: logging.Logger,
-                     classes: int | None = None, on: torch.device | str = "cpu") -> DigitClassifier:
-    """Train on uint8 (N, C, H, W) ``images`` with labels 0..classes-1 (default: the largest label
-    + 1) for ``cfg["steps"]`` AdamW steps, the learning rate decaying from ``cfg["lr"]`` to 0 on a
-    cosine, on batches drawn with replacement; seeded by ``cfg["seed"]``, deterministic on the CPU."""
+                     classes: int | None = None, on: torch.device | str = "cpu",
+                     rows: np.ndarray | None = None) -> DigitClassifier:
+    """Train on uint8 (N, C, H, W) ``images`` (or their ``rows``, read batch by batch) with labels
+    0..classes-1 (one per image trained on; default classes: the largest label + 1) for
+    ``cfg["steps"]`` AdamW steps, the learning rate decaying from ``cfg["lr"]`` to 0 on a cosine, on
+    batches drawn with replacement; seeded by ``cfg["seed"]``, deterministic on the CPU."""
+    rows = np.arange(len(images)) if rows is None else rows
     torch.manual_seed(cfg["seed"])
     model = DigitClassifier(images.shape[1], classes or int(labels.max()) + 1).to(on)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"])
@@ -75,15 +78,15 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: dict, log: log
     targets = torch.from_numpy(labels)
     bar = trange(cfg["steps"], desc="classifier", unit="step", mininterval=5)
     for _ in bar:
-        pick = torch.randint(0, len(images), (cfg["batch_size"],), generator=generator)
-        x = torch.from_numpy(to_float(images[pick.numpy()])).to(on)
+        pick = torch.randint(0, len(rows), (cfg["batch_size"],), generator=generator)
+        x = torch.from_numpy(to_float(images[rows[pick.numpy()]])).to(on)
         loss = F.cross_entropy(model(x), targets[pick].to(on))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    log.info("classifier: %d steps on %d images, final batch loss %.4f", cfg["steps"], len(images), loss.item())
+    log.info("classifier: %d steps on %d images, final batch loss %.4f", cfg["steps"], len(rows), loss.item())
     return model.eval()
 
 
@@ -119,12 +122,13 @@ def load_classifier(path: str | Path) -> DigitClassifier:
 
 
 def labelled_retain(train: dict, forget: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The retain images that have a label, and their labels; at least two classes or UserError."""
+    """The rows of X of the retain images that have a label, and their labels; at least two
+    classes or UserError."""
     rows = retain_rows(len(train["images"]), forget["rows"])
     rows = rows[train["labels"][rows] >= 0]
     if len(np.unique(train["labels"][rows])) < 2:
         raise UserError(UNLABELLED)
-    return train["images"][rows], train["labels"][rows]
+    return rows, train["labels"][rows]
 
 
 def heldout_accuracy(model: DigitClassifier, heldout: dict) -> dict:

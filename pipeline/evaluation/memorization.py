@@ -33,7 +33,7 @@ def thresholds(cfg: dict, nearest_retain: np.ndarray) -> tuple[np.ndarray, str]:
 
 def nearest_retain_distance(images: np.ndarray, forget: dict) -> np.ndarray:
     """For each distinct forget image, the L2 distance in [0, 1] pixel space to its nearest retain image."""
-    with temporary_vectors(images[retain_rows(len(images), forget["rows"])]) as retain:
+    with temporary_vectors(images, rows=retain_rows(len(images), forget["rows"])) as retain:
         _, dist = exact_search(retain, flat_float(to_float(images[forget["distinct"]])), 1)
     return dist[:, 0]
 
@@ -60,7 +60,7 @@ def nn_memorization(samples: np.ndarray, images: np.ndarray, forget: dict, ratio
     """Samples whose nearest distinct training image is a forget image, at d_1 < ratio * d_2."""
     group, first = group_identical(images)
     is_forget = np.isin(np.arange(len(first)), group[forget["rows"]])
-    with temporary_vectors(images[first]) as distinct:
+    with temporary_vectors(images, rows=first) as distinct:
         pos, dist = exact_search(distinct, flat_float(samples), 2)
     hits = is_forget[pos[:, 0]] & (dist[:, 0] < ratio * dist[:, 1])
     return {"rate": float(hits.mean()), "count": int(hits.sum()), "ratio": ratio,

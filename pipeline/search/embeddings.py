@@ -10,7 +10,9 @@ An *encoder* maps a batch of images, float32 (B, C, H, W) in [0, 1], to vectors 
   own resizing and normalization (e.g. an SSCD copy-detection model wrapped with its transform).
 
 :func:`embed` encodes a data set in batches into a memory-mapped ``.npy`` file, so that memory
-stays bounded by one batch however large the data set is.
+stays bounded by one batch however large the data set is. Pixel vectors are stored as the uint8
+pixels themselves: exact, and a quarter of float32's bytes for a search to read (CelebA-HQ at
+256 x 256: 5.9 GB instead of 23.6 GB); :func:`decode` turns stored vectors into [0, 1] floats.
 """
 
 from __future__ import annotations
@@ -87,20 +89,34 @@ def encoder(space: str, path: str | Path | None) -> Encoder:
     return latent_encoder(path) if space == "latent" else torchscript_encoder(path)
 
 
-def embed(images, encode: Encoder, out: str | Path, batch_size: int = 256, desc: str = "embed") -> np.ndarray:
-    """Encode uint8 images (N, C, H, W) (an array or a memory map) in batches into ``out`` (.npy),
-    and return it memory-mapped read-only: float32 (N, D)."""
-    n = len(images)
+def decode(vectors: np.ndarray) -> np.ndarray:
+    """Stored vectors as float32: uint8 pixel vectors divided by 255 (the [0, 1] pixels,
+    bit for bit as the images' own conversion), any other as they are."""
+    if vectors.dtype == np.uint8:
+        return vectors.astype(np.float32) / 255.0
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def embed(images, encode: Encoder, out: str | Path, batch_size: int = 256, desc: str = "embed",
+          rows: np.ndarray | None = None) -> np.ndarray:
+    """Encode uint8 images (N, C, H, W) (an array or a memory map), or the ``rows`` of them, in
+    batches into ``out`` (.npy), and return it memory-mapped read-only: float32 (N, D), or for
+    :func:`pixels` the uint8 pixels (N, C*H*W) (:func:`decode`)."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    if not len(rows):
+        raise UserError("no images to encode")
     out_array = None
     with torch.inference_mode():
-        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", mininterval=5):
-            batch = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32) / 255.0)
-            vectors = encode(batch).float().numpy()
+        for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", mininterval=5):
+            batch = np.asarray(images[rows[start:start + batch_size]])
+            if encode is pixels:
+                vectors = batch.reshape(len(batch), -1)
+            else:
+                vectors = encode(torch.from_numpy(batch.astype(np.float32) / 255.0)).float().numpy()
             if out_array is None:
-                out_array = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, vectors.shape[1]))
+                out_array = np.lib.format.open_memmap(out, mode="w+", dtype=vectors.dtype,
+                                                      shape=(len(rows), vectors.shape[1]))
             out_array[start:start + len(vectors)] = vectors
-    if out_array is None:
-        raise UserError("no images to encode")
     out_array.flush()
     del out_array
     return np.load(out, mmap_mode="r")

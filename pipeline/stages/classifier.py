@@ -23,16 +23,16 @@ def main(argv: list[str] | None = None) -> None:
     args = stage_args(argv, __doc__, "data", "forget", "heldout", "out", "metrics-out")
     cfg = load_params(args.params)["metrics"]["classifier"]
     train, forget, heldout = load_training_set(args.data), load_forget_set(args.forget), load_heldout_set(args.heldout)
-    images, labels = labelled_retain(train, forget)
+    rows, labels = labelled_retain(train, forget)
     log = setup_logging(args.log)
     classes = int(max(labels.max(), heldout["labels"].max())) + 1
     start = time.perf_counter()
-    model = train_classifier(images, labels, cfg, log, classes, device())
+    model = train_classifier(train["images"], labels, cfg, log, classes, device(), rows=rows)
     wall = time.perf_counter() - start
     report = heldout_accuracy(model, heldout)
     save_classifier(args.out, model.cpu())
     save_json(args.metrics_out, {
-        **report, "n_train": len(images), "classes": classes,
+        **report, "n_train": len(rows), "classes": classes,
         "classes_without_training_images": sorted(set(range(classes)) - set(labels.tolist())),
         "steps": cfg["steps"], "wall_time_s": round(wall, 2)})
     if report["test_accuracy"] is None:

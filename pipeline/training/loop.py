@@ -35,28 +35,34 @@ from pipeline.training.resume import STATE, digest, resume_from, save_attempts, 
 class BatchSource:
     """Draws batches (uniformly, with replacement) from the rows of the training set.
 
-    ``retain_rows`` are the rows a step may use as retain data (all of X for pretraining);
-    ``forget_rows`` the rows of A, ``forget_group`` the distinct image each belongs to, and
-    ``neighbours`` the K retain rows nearest to each distinct forget image (from the knn stage).
+    ``images`` are uint8 (N, C, H, W), in memory or memory-mapped: a batch reads its rows and
+    turns them into floats in [-1, 1], so memory does not grow with N. ``retain_rows`` are the
+    rows a step may use as retain data (all of X for pretraining); ``forget_rows`` the rows of A,
+    ``forget_group`` the distinct image each belongs to, and ``neighbours`` the K retain rows
+    nearest to each distinct forget image (from the knn stage).
     """
 
     def __init__(self, images: np.ndarray, retain_rows: np.ndarray, forget_rows: np.ndarray | None = None,
                  forget_group: np.ndarray | None = None, neighbours: np.ndarray | None = None):
-        self.images = torch.from_numpy(to_float(images)) * 2 - 1
+        self.images = images
         self.retain_rows = torch.from_numpy(retain_rows)
         self.forget_rows = None if forget_rows is None else torch.from_numpy(forget_rows)
         self.forget_group = None if forget_group is None else torch.from_numpy(forget_group)
         self.neighbours = None if neighbours is None else torch.from_numpy(neighbours)
 
+    def read(self, rows: torch.Tensor, device) -> torch.Tensor:
+        """The images at ``rows`` (any shape of indices), as floats in [-1, 1] on ``device``."""
+        return torch.from_numpy(to_float(self.images[rows.numpy()])).to(device) * 2 - 1
+
     def draw(self, needs: tuple[str, ...], batch_size: int, device) -> Batch:
         batch = Batch()
         if "forget" in needs:
             pick = torch.randint(0, len(self.forget_rows), (batch_size,))
-            batch.forget = self.images[self.forget_rows[pick]].to(device)
-            batch.neighbours = self.images[self.neighbours[self.forget_group[pick]]].to(device)
+            batch.forget = self.read(self.forget_rows[pick], device)
+            batch.neighbours = self.read(self.neighbours[self.forget_group[pick]], device)
         if "retain" in needs:
             pick = torch.randint(0, len(self.retain_rows), (batch_size,))
-            batch.retain = self.images[self.retain_rows[pick]].to(device)
+            batch.retain = self.read(self.retain_rows[pick], device)
         return batch
 
     def digest(self) -> str:

@@ -22,19 +22,24 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from pipeline.artifacts import atomic_path
+from pipeline.data.sets import row_blocks
 
 logger = logging.getLogger(__name__)
 STATE = "state.pt"
 ATTEMPTS = "attempts.json"
 
 
-def digest(*arrays: torch.Tensor | None, key: dict | None = None) -> str:
-    """sha256 of ``key`` (as JSON) and of each tensor's shape and values (``None`` too)."""
+def digest(*arrays: torch.Tensor | np.ndarray | None, key: dict | None = None) -> str:
+    """sha256 of ``key`` (as JSON) and of each array's shape and values (``None`` too): a tensor's
+    as float32, a numpy array's as stored, read block by block (a memory-mapped data set)."""
     h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
     for a in arrays:
         h.update(b"none" if a is None else repr(tuple(a.shape)).encode())
-        if a is not None:
+        if isinstance(a, torch.Tensor):
             h.update(np.ascontiguousarray(a.detach().cpu().float().numpy()))
+        elif a is not None:
+            for block in row_blocks(a):
+                h.update(np.ascontiguousarray(block))
     return h.hexdigest()
 
 
