@@ -9,7 +9,13 @@
    Uniform random images have no structure for an index to exploit (every distance is within a
    few per cent of every other), so the same is measured on N real images too: MNIST digits
    (784 dimensions) from ``data/raw/mnist.npz`` (``make setup`` fetches it), when present.
-3. Memory for a growing N: each N in a fresh process that encodes a uint8 image file into a
+3. Exact search against the bandwidth limit: the same N images stored as the index stores them
+   (uint8 pixels, :mod:`pipeline.search.embeddings`) and as float32 [0, 1] vectors (before), each
+   a memory-mapped .npy file. One streaming pass (every stored block read into memory, nothing
+   computed) against :func:`pipeline.search.neighbours.exact_search` of the forget set, with the
+   file in the page cache (warm) and evicted from it first (cold, ``posix_fadvise``: read from
+   disk). The ratio search / pass says how far the search is from reading its input.
+4. Memory for a growing N: each N in a fresh process that encodes a uint8 image file into a
    memory-mapped embedding file (:func:`pipeline.search.embeddings.embed`) and searches it exactly,
    against one that loads every vector into RAM and builds an ``IndexFlatL2``. Peak anonymous
    memory (RssAnon, sampled every 2 ms: what cannot be paged out; mapped file pages are not
@@ -17,6 +23,7 @@
 
     pip install -e '.[bench]'
     python benchmarks/knn_search.py [--n 30000] [--rounds 3] [--sizes 2500 5000 10000 20000 30000]
+                                    [--skip exact approximate bandwidth memory]
                                     [--mnist data/raw/mnist.npz]
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +43,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from pipeline.search.embeddings import embed, pixels
+from pipeline.search.embeddings import decode, embed, pixels
 from pipeline.search.neighbours import ApproximateIndex, exact_search, recall_at_k
 
 SHAPE = (3, 64, 64)
@@ -107,6 +115,63 @@ def approximate_comparison(vectors: np.ndarray, queries: np.ndarray, rounds: int
     print()
 
 
+def evict(path: Path) -> None:
+    """Drop ``path``'s pages from the page cache, so that the next read comes from disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def streaming_pass(vectors: np.ndarray, block_bytes: int = 64 * 2**20) -> None:
+    """Read every stored row into memory, block by block, computing nothing."""
+    rows = max(1, block_bytes // vectors[0].nbytes)
+    for start in range(0, len(vectors), rows):
+        np.array(vectors[start:start + rows])
+
+
+def bandwidth_comparison(n: int, rounds: int) -> None:
+    print(f"## Exact search against one streaming pass over the stored vectors: N = {n} images of "
+          f"{'x'.join(map(str, SHAPE))}, {N_FORGET} queries, K = {K}\n")
+    print("| stored as | file MiB | cache | streaming pass s | exact search s | search / pass |\n|---|---|---|---|---|---|")
+    queries = decode(np.concatenate([b.reshape(len(b), -1) for b in random_images(N_FORGET, 1)]))
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images.npy"
+        write_images(images, n)
+        for dtype in ("uint8", "float32"):
+            path = Path(tmp) / f"{dtype}.npy"
+            if dtype == "uint8":
+                vectors = embed(np.load(images, mmap_mode="r"), pixels, path)
+            else:
+                stored = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, int(np.prod(SHAPE))))
+                for start, block in zip(range(0, n, 2048), random_images(n)):
+                    stored[start:start + len(block)] = decode(block.reshape(len(block), -1))
+                stored.flush()
+                del stored
+                vectors = np.load(path, mmap_mode="r")
+            for cache in ("warm", "cold"):
+                prepare = (lambda: evict(path)) if cache == "cold" else (lambda: None)
+                t_pass = statistics.median(timed_after(prepare, lambda: streaming_pass(vectors)) for _ in range(rounds))
+                t_search = statistics.median(timed_after(prepare, lambda: found.__setitem__(
+                    dtype, exact_search(vectors, queries, K))) for _ in range(rounds))
+                print(f"| {dtype} | {path.stat().st_size / 2**20:,.0f} | {cache} | {t_pass:.3f} | {t_search:.3f} | "
+                      f"{t_search / t_pass:.1f} |")
+    same = np.array_equal(found["uint8"][0], found["float32"][0])
+    print(f"\nidentical neighbours from uint8 and float32 storage: {same}; largest distance difference "
+          f"{np.abs(found['uint8'][1] - found['float32'][1]).max():.2e}\n")
+
+
+def timed_after(prepare, fn) -> float:
+    """Seconds of fn(), after prepare() (not timed)."""
+    prepare()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def peak_anon_kib(fn) -> int:
     """Run fn while sampling this process's RssAnon; return the peak in KiB."""
     peak, done = [0], threading.Event()
@@ -173,7 +238,7 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2500, 5000, 10000, 20000, 30000])
     parser.add_argument("--mnist", type=Path, default=Path("data/raw/mnist.npz"))
-    parser.add_argument("--skip", nargs="*", default=[], choices=["exact", "approximate", "memory"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["exact", "approximate", "bandwidth", "memory"])
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -189,6 +254,8 @@ def main() -> None:
     if "approximate" not in args.skip and args.mnist.is_file():
         digits = np.load(args.mnist)["train_images"].reshape(60000, -1).astype(np.float32) / 255
         approximate_comparison(digits[:args.n], digits[-N_FORGET:], args.rounds, args.recall_queries, "MNIST digits")
+    if "bandwidth" not in args.skip:
+        bandwidth_comparison(args.n, args.rounds)
     if "memory" not in args.skip:
         memory_comparison(args.sizes)
 
