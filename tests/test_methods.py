@@ -332,16 +332,16 @@ def test_accumulating_micro_batches_equals_one_larger_batch(scheduler, per_examp
     assert torch.allclose(one, three, rtol=1e-5, atol=1e-6)
 
 
-def reference_terms(name, net, x, a, nb, hp, scheduler):
+def reference_terms(name, net, x, a, nb, hp, scheduler, eps_theta=None):
     """Each method's loss terms written directly from docs/methods.md, as functions of the net's
-    parameters (so autograd gives the reference gradients)."""
+    parameters (so autograd gives the reference gradients); eps_theta(z, t) is LinearNet's
+    formula unless given."""
 
     def levels(t):
         ab = torch.tensor(alpha_bar(t.numpy()), dtype=torch.float32).view(-1, 1, 1, 1)
         return ab.sqrt(), (1 - ab).sqrt()
 
-    def eps_theta(z, t):
-        return net.w * z + net.b * (t.float() / 1000).view(-1, 1, 1, 1)
+    eps_theta = eps_theta or (lambda z, t: net.w * z + net.b * (t.float() / 1000).view(-1, 1, 1, 1))
 
     def sq(p, q):
         return ((p - q) ** 2).flatten(1).sum(1)
@@ -381,7 +381,7 @@ def reference_terms(name, net, x, a, nb, hp, scheduler):
 
 
 def reference_direction(name, terms, net, hp):
-    params = [net.w, net.b]
+    params = list(net.parameters())
     grads = {k: torch.stack(torch.autograd.grad(v, params, retain_graph=True)) for k, v in terms.items()}
     if "loss" in grads:
         return grads["loss"]

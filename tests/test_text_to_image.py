@@ -1,0 +1,178 @@
+"""Text-to-image latent diffusion: the offline CLIP tokenizer against the BPE algorithm, a tiny
+StableDiffusionPipeline saved and loaded through the real ``from_pretrained``, bad sources
+refused by name, and the guided sampler against ``StableDiffusionPipeline``."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from transformers import CLIPTokenizer
+
+from pipeline.diffusion.guided import generate, inference_scheduler
+from pipeline.diffusion.sampler import sample_generators
+from pipeline.diffusion.text_to_image import (
+    Conditioned, build_text_to_image, encode_images, load_text_to_image, prompt_embeddings, save_text_to_image)
+from pipeline.diffusion.tokenizer import train_clip_tokenizer
+from pipeline.errors import UserError
+from pipeline.methods.contract import Batch
+from pipeline.methods.registry import REGISTRY, make_method
+from pipeline.training.loop import step_direction
+from tests.test_methods import HYPERPARAMETERS, per_example_randomness, reference_direction, reference_terms  # noqa: F401
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+CAPTIONS = [f"a handwritten digit {d}" for d in DIGITS] * 20 + ["a red t-shirt on a white background"] * 30
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny pipeline for 16x16 RGB images (8x8x4 latents), its tokenizer learnt from CAPTIONS."""
+    return build_text_to_image(CAPTIONS, resolution=16, seed=0, work=tmp_path_factory.mktemp("tiny"),
+                               merges=200, vae_channels=[16, 32], unet_channels=[16, 32], text_dim=32)
+
+
+@pytest.fixture(scope="module")
+def saved(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny-sd"
+    save_text_to_image(tiny, path)
+    return path
+
+
+def clip_bpe(word: str, merges: list[tuple[str, str]]) -> list[str]:
+    """CLIP's BPE of one lower-case ASCII word, written from the algorithm (Sennrich et al. 2016):
+    the characters, the last marked as the word's end, and repeatedly the adjacent pair of lowest
+    merge rank joined, until no pair is a merge."""
+    rank = {pair: i for i, pair in enumerate(merges)}
+    symbols = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(symbols) > 1:
+        pairs = [(rank.get(pair, np.inf), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        best, i = min(pairs)
+        if best == np.inf:
+            break
+        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+    return symbols
+
+
+def test_tokenizer_is_clip_bpe_of_the_learnt_merges(tmp_path):
+    train_clip_tokenizer(CAPTIONS, tmp_path / "tok", merges=200)
+    merges = [tuple(line.split()) for line in (tmp_path / "tok" / "merges.txt").read_text().splitlines()[1:]]
+    vocab = json.loads((tmp_path / "tok" / "vocab.json").read_text())
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "tok")
+    assert 0 < len(merges) <= 200 and len(vocab) == len(tokenizer)  # fewer when the captions run out of pairs
+    assert vocab["a"] < 256 and 256 <= vocab["a</w>"] < 512 and vocab["<|endoftext|>"] == len(vocab) - 1
+    for text in ["a handwritten digit seven", "A Red T-Shirt", "zebra quartz"]:  # the last one unseen
+        words = text.lower().replace("-", " - ").split()
+        expected = [token for word in words for token in clip_bpe(word, merges)]
+        ids = tokenizer(text).input_ids
+        assert tokenizer.convert_ids_to_tokens(ids) == ["<|startoftext|>", *expected, "<|endoftext|>"]
+    assert len(tokenizer.tokenize("a handwritten digit seven")) == 4  # each seen word one token
+    padded = tokenizer("seven", padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    assert len(padded) == 77 and padded[-1] == tokenizer.eos_token_id
+
+
+def test_saved_model_loads_through_from_pretrained(tiny, saved):
+    assert not list(saved.rglob("*.bin")) and len(list(saved.rglob("*.safetensors"))) == 3
+    direct = StableDiffusionPipeline.from_pretrained(saved)  # diffusers' own path, nothing of ours
+    loaded = load_text_to_image(saved)
+    for name in ("unet", "vae", "text_encoder"):
+        original = getattr(tiny, name).state_dict()
+        for pipe in (direct, loaded):
+            copy = getattr(pipe, name).state_dict()
+            assert copy.keys() == original.keys()
+            assert all(torch.equal(copy[k], original[k]) for k in original)
+    assert loaded.tokenizer("a handwritten digit two").input_ids == tiny.tokenizer("a handwritten digit two").input_ids
+    assert not any(p.requires_grad for part in (loaded.vae, loaded.text_encoder) for p in part.parameters())
+    assert all(p.requires_grad for p in loaded.unet.parameters())
+
+
+def test_pickled_weights_are_refused(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(UserError, match="pickled.*safetensors"):
+        load_text_to_image(tmp_path / "pickled")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("CompVis/stable-diffusion-v1-4", "offline: only a copy already in the Hub cache"),
+    ("no/such/dir", "no such directory, and not a Hub id"),
+])
+def test_unloadable_sources_are_named(source, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(UserError, match=message) as error:
+        load_text_to_image(source)
+    assert source in str(error.value)
+
+
+def test_prompt_embeddings_and_latents(tiny):
+    c = prompt_embeddings(tiny, ["a handwritten digit one", ""])
+    assert c.shape == (2, 77, 32) and not torch.equal(c[0], c[1])
+    x = torch.rand(2, 3, 16, 16)
+    z = encode_images(tiny.vae, x, torch.Generator().manual_seed(0))
+    mean = tiny.vae.encode(x * 2 - 1).latent_dist.mean * tiny.vae.config.scaling_factor
+    assert z.shape == (2, 4, 8, 8) and not torch.equal(z, mean)
+    assert torch.equal(z, encode_images(tiny.vae, x, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_generations_equal_stable_diffusion_pipeline(tiny, kind, one_torch_thread):
+    prompts = ["a handwritten digit seven", "a red t-shirt on a white background", "a handwritten digit one"]
+    ours = generate(tiny, prompts, seed=3, steps=4, guidance=7.5, scheduler=kind, batch_size=2, first=5)
+    reference = StableDiffusionPipeline(**{**tiny.components, "scheduler": inference_scheduler(tiny, kind, 4)})
+    theirs = reference(prompts, num_inference_steps=4, guidance_scale=7.5, output_type="np",
+                       generator=sample_generators(3, range(5, 8))).images
+    assert ours.images.shape == (3, 3, 16, 16) and ours.latents.shape == (3, 4, 8, 8)
+    np.testing.assert_allclose(ours.images, theirs.transpose(0, 3, 1, 2), atol=1e-5)
+    alone = generate(tiny, prompts[2:], seed=3, steps=4, guidance=7.5, scheduler=kind, first=7)
+    np.testing.assert_allclose(alone.latents[0], ours.latents[2], atol=1e-5)  # whatever the batch
+
+
+def test_unknown_scheduler_is_refused(tiny):
+    with pytest.raises(UserError, match="scheduler 'euler'"):
+        generate(tiny, ["a handwritten digit one"], seed=0, steps=2, scheduler="euler")
+
+
+class LinearConditionalNet(torch.nn.Module):
+    """A stand-in for eps_theta(z, t, c) with UNet2DConditionModel's keyword:
+    out = w z + b t / 1000 + k mean(c)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.b, self.k = (torch.nn.Parameter(torch.tensor(v)) for v in (0.7, -0.3, 0.2))
+
+    def forward(self, z, t, encoder_hidden_states):
+        shift = self.b * (t.float() / 1000) + self.k * encoder_hidden_states.mean((1, 2))
+        return SimpleNamespace(sample=self.w * z + shift.view(-1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_conditional_loss_and_direction_match_the_definitions(scheduler, per_example_randomness, name):
+    """Each method on 4-channel latents with a prompt embedding c on every term: its terms and
+    update equal the definitions (tests/test_methods.py) with eps_theta(z, t, c) in place of eps_theta(z, t)."""
+    torch.manual_seed(1)
+    z, a, nb = torch.randn(4, 4, 3, 3), torch.randn(4, 4, 3, 3), torch.randn(4, 3, 4, 3, 3)
+    c = torch.randn(77, 8) + 0.5
+    hp = HYPERPARAMETERS[name]
+    direction, record = step_direction(Conditioned(LinearConditionalNet(), c), make_method(name, hp, scheduler),
+                                       [Batch(retain=z, forget=a, neighbours=nb)])
+    net = LinearConditionalNet()
+
+    def eps_theta(x, t):
+        return net.w * x + (net.b * (t.float() / 1000) + net.k * c.mean()).view(-1, 1, 1, 1)
+
+    terms = reference_terms(name, net, z, a, nb, hp, scheduler, eps_theta)
+    for term, value in terms.items():
+        assert record[term] == pytest.approx(value.item(), rel=1e-4), term
+    torch.testing.assert_close(direction, reference_direction(name, terms, net, hp), rtol=1e-4, atol=1e-6)
+    assert direction[2].abs() > 0  # the prompt's term moves too
+
+
+def test_conditioned_unet_is_the_unet_on_the_prompt(tiny):
+    c = prompt_embeddings(tiny, ["a handwritten digit one", "a handwritten digit two"])
+    z, t = torch.randn(3, 4, 8, 8), torch.tensor([10, 500, 999])
+    with torch.no_grad():
+        ours = Conditioned(tiny.unet, c[0])(z, t).sample
+        direct = tiny.unet(z, t, encoder_hidden_states=c[:1].expand(3, -1, -1)).sample
+        other = Conditioned(tiny.unet, c[1])(z, t).sample
+    assert torch.equal(ours, direct) and not torch.allclose(ours, other)
