@@ -14,7 +14,8 @@ from transformers import CLIPTokenizer
 from pipeline.diffusion.guided import generate, inference_scheduler
 from pipeline.diffusion.sampler import sample_generators
 from pipeline.diffusion.text_to_image import (
-    Conditioned, build_text_to_image, encode_images, load_text_to_image, prompt_embeddings, save_text_to_image)
+    Conditioned, add_lora, build_text_to_image, encode_images, has_lora, load_text_to_image, prompt_embeddings,
+    save_text_to_image)
 from pipeline.diffusion.tokenizer import train_clip_tokenizer
 from pipeline.errors import UserError
 from pipeline.methods.contract import Batch
@@ -85,6 +86,30 @@ def test_saved_model_loads_through_from_pretrained(tiny, saved):
     assert loaded.tokenizer("a handwritten digit two").input_ids == tiny.tokenizer("a handwritten digit two").input_ids
     assert not any(p.requires_grad for part in (loaded.vae, loaded.text_encoder) for p in part.parameters())
     assert all(p.requires_grad for p in loaded.unet.parameters())
+
+
+def test_lora_saved_merged_and_as_adapters(saved, tmp_path):
+    pipe = load_text_to_image(saved)
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 700])
+    c = prompt_embeddings(pipe, ["a handwritten digit one", "a red t-shirt"])
+    with torch.no_grad():
+        before = pipe.unet(z, t, encoder_hidden_states=c).sample
+        add_lora(pipe.unet, rank=4, alpha=8)
+        assert torch.equal(pipe.unet(z, t, encoder_hidden_states=c).sample, before)  # B = 0: unchanged
+        trainable = [name for name, p in pipe.unet.named_parameters() if p.requires_grad]
+        assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
+        for name, p in pipe.unet.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.1)  # as if trained
+        adapted = pipe.unet(z, t, encoder_hidden_states=c).sample
+        save_text_to_image(pipe, tmp_path / "lora-run")
+        merged = load_text_to_image(tmp_path / "lora-run")  # a plain pipeline, the adapters merged
+        assert not has_lora(merged.unet)
+        torch.testing.assert_close(merged.unet(z, t, encoder_hidden_states=c).sample, adapted, rtol=1e-4, atol=1e-5)
+        base = load_text_to_image(saved)
+        base.load_lora_weights(tmp_path / "lora-run" / "lora")
+        torch.testing.assert_close(base.unet(z, t, encoder_hidden_states=c).sample, adapted, rtol=1e-4, atol=1e-5)
+    assert (adapted - before).abs().max() > 1e-2
 
 
 def test_pickled_weights_are_refused(tiny, tmp_path):

@@ -20,12 +20,16 @@ small model of the same architecture from configs, with a tokenizer learnt from 
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipeline.artifacts import atomic_path
@@ -80,10 +84,38 @@ def freeze(pipe: StableDiffusionPipeline) -> None:
         part.requires_grad_(False).eval()
 
 
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as diffusers' LoRA scripts
+
+
+def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float) -> None:
+    """LoRA adapters (Hu et al. 2022) on the UNet's attention projections, through peft
+    (``unet.add_adapter``): each W x becomes W x + (alpha / rank) B A x with A (rank x in)
+    Gaussian and B (out x rank) zero, so the model starts unchanged; only A and B train."""
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+
+
+def has_lora(unet: UNet2DConditionModel) -> bool:
+    return bool(getattr(unet, "peft_config", None))
+
+
 def save_text_to_image(pipe: StableDiffusionPipeline, path: str | Path) -> None:
-    """``save_pretrained`` (safetensors) into a temporary directory, renamed to ``path`` when complete."""
+    """``save_pretrained`` (safetensors) into a temporary directory, renamed to ``path`` when
+    complete. A UNet with LoRA adapters is saved twice: merged into its weights (the pipeline
+    that ``from_pretrained`` loads), and the adapters alone in ``lora/`` (diffusers' LoRA format:
+    ``pipe.load_lora_weights(path / "lora")`` on the starting model gives the same UNet)."""
     with atomic_path(path, directory=True) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        if not has_lora(pipe.unet):
+            pipe.save_pretrained(tmp, safe_serialization=True)
+            return
+        adapters = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+        StableDiffusionPipeline.save_lora_weights(  # with the LoraConfig, for its alpha / rank
+            tmp / "lora", unet_lora_layers=adapters, unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict())
+        merged = copy.deepcopy(pipe.unet)
+        merged.fuse_lora()
+        merged.unload_lora()
+        StableDiffusionPipeline(**{**pipe.components, "unet": merged}, requires_safety_checker=False).save_pretrained(
+            tmp, safe_serialization=True)
 
 
 def build_text_to_image(captions: list[str], resolution: int, channels: int = 3, seed: int = 0,

@@ -1,0 +1,63 @@
+"""A memorized prompt's forget and retain sets, from the model's own generations of it.
+
+The text-to-image protocols of the SISS and ReTrack codes (methods.md, Stable Diffusion) never use
+the training image itself: they generate N images of the prompt and tell the memorized ones, which
+reproduce the training image, from the rest. The forget set A is the memorized generations, the
+retain set X the others, of the same prompt. Two ways to tell them apart:
+
+- **k-means** (what both codes do): a 2-cluster k-means (faiss, seeded, best of ``redo`` runs) on
+  the generations' vectors (their pixels, or copy-detection embeddings). Memorized generations are
+  near-copies of one image, so their cluster is the tight one: the memorized cluster is the one
+  whose members' mean squared distance to its centroid is smaller.
+- **a reference image**, when the prompts file gives one: a generation is memorized when the
+  cosine similarity of its vector to the reference's is at least ``threshold`` (on copy-detection
+  embeddings, or on pixels in [-1, 1]: in [0, 1] every pair of images has a high cosine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from pipeline.errors import UserError
+
+
+@dataclass(frozen=True)
+class Split:
+    """``memorized`` (N,) bool: which generations are in A; ``spread`` the mean squared distance
+    to their centroid of A's and of X's members, per dimension (k-means; inf for an empty side;
+    NaN when the split is by similarity); ``similarity`` (N,) each generation's cosine similarity to the
+    reference (NaN without one)."""
+
+    memorized: np.ndarray
+    spread: tuple[float, float]
+    similarity: np.ndarray
+
+
+def kmeans_split(vectors: np.ndarray, seed: int = 0, redo: int = 10) -> Split:
+    """The tight cluster of a seeded 2-cluster k-means on ``vectors`` (N, D) as the memorized
+    generations (module doc)."""
+    x = _float_rows(vectors)
+    if len(x) < 2:
+        raise UserError(f"k-means needs at least 2 generations of a prompt, found {len(x)}")
+    kmeans = faiss.Kmeans(x.shape[1], 2, niter=25, nredo=redo, seed=seed, verbose=False)
+    kmeans.train(x)
+    sq_dist, label = kmeans.index.search(x, 1)
+    sq_dist, label = sq_dist[:, 0], label[:, 0]
+    spread = [float(sq_dist[label == k].mean() / x.shape[1]) if (label == k).any() else np.inf for k in (0, 1)]
+    tight = int(np.argmin(spread))
+    memorized = label == tight
+    return Split(memorized, (spread[tight], spread[1 - tight]), np.full(len(x), np.nan))
+
+
+def reference_split(vectors: np.ndarray, reference: np.ndarray, threshold: float) -> Split:
+    """Generations whose cosine similarity to ``reference`` (D,) is at least ``threshold``."""
+    x, ref = _float_rows(vectors), _float_rows(reference[None])[0]
+    similarity = x @ ref / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(ref), 1e-12)
+    return Split(similarity >= threshold, (np.nan, np.nan), similarity)
+
+
+def _float_rows(vectors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(vectors).reshape(len(vectors), -1), dtype=np.float32)

@@ -1,0 +1,48 @@
+"""A memorized prompt's generations split into the memorized (A) and the rest (X): planted
+near-copies of one image found by k-means and by similarity to the reference."""
+
+import numpy as np
+import pytest
+
+from pipeline.data.generations import kmeans_split, reference_split
+from pipeline.errors import UserError
+
+
+@pytest.fixture
+def planted(rng):
+    """32 generations in [-1, 1] of 3x16x16: rows 3, 7, ... (every fourth from 3) near-copies of one
+    image (noise of std 0.05), the others independent smooth images; and the copied image."""
+    def smooth(n):
+        coarse = rng.uniform(-1, 1, size=(n, 3, 4, 4))
+        return np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3)
+
+    image = smooth(1)[0]
+    generations = smooth(32)
+    copies = np.arange(3, 32, 4)
+    generations[copies] = np.clip(image + rng.normal(0, 0.05, size=(len(copies), *image.shape)), -1, 1)
+    memorized = np.zeros(32, bool)
+    memorized[copies] = True
+    return generations.astype(np.float32), image.astype(np.float32), memorized
+
+
+def test_kmeans_finds_the_planted_copies(planted):
+    generations, _, memorized = planted
+    split = kmeans_split(generations, seed=0)
+    np.testing.assert_array_equal(split.memorized, memorized)
+    copies_spread = np.mean((generations[memorized] - generations[memorized].mean(0)) ** 2)
+    assert split.spread[0] == pytest.approx(copies_spread, rel=1e-3) and split.spread[1] > 10 * split.spread[0]
+    np.testing.assert_array_equal(kmeans_split(generations, seed=1).memorized, memorized)  # not a lucky seed
+
+
+def test_reference_similarity_finds_the_planted_copies(planted):
+    generations, image, memorized = planted
+    split = reference_split(generations, image, threshold=0.9)
+    np.testing.assert_array_equal(split.memorized, memorized)
+    x, ref = generations.reshape(32, -1).astype(np.float64), image.ravel().astype(np.float64)
+    cosine = [v @ ref / np.sqrt((v @ v) * (ref @ ref)) for v in x]
+    np.testing.assert_allclose(split.similarity, cosine, rtol=1e-5)
+
+
+def test_kmeans_needs_two_generations():
+    with pytest.raises(UserError, match="at least 2 generations"):
+        kmeans_split(np.zeros((1, 4)))
