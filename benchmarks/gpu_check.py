@@ -45,6 +45,8 @@ from variants import VARIANTS, try_variants
 
 from pipeline.diffusion.models import autocast, build_scheduler, device, noise_levels
 from pipeline.diffusion.sampler import sample
+from pipeline.diffusion.text_to_image import SD14_UNET
+from pipeline.diffusion.tokenizer import MAX_LENGTH
 from pipeline.methods.registry import REGISTRY, make_method
 from pipeline.params.validation import defaults
 from pipeline.search.neighbours import gpus
@@ -54,9 +56,9 @@ from pipeline.training.loop import train
 # here with random weights. Verified in 2026-12 against copies of those files found by a search of
 # stored Hub pages (mirrors and fine-tunes whose _name_or_path is the Hub id; the Hub itself was not
 # reached): every key below. The parameter counts, 35.7 M (cifar10), 113.7 M (celebahq) and 859.5 M
-# (SD v1.4), match docs/benchmarks.md and the SD v1 UNet's published ~860 M. The two DDPM UNets also
-# set freq_shift 1, flip_sin_to_cos false, downsample_padding 0 and norm_eps 1e-6 (not diffusers'
-# defaults); the SD UNet's other keys are UNet2DConditionModel's defaults.
+# (SD v1.4, pipeline.diffusion.text_to_image.SD14_UNET), match docs/benchmarks.md and the SD v1 UNet's
+# published ~860 M. The two DDPM UNets also set freq_shift 1, flip_sin_to_cos false, downsample_padding 0
+# and norm_eps 1e-6 (not diffusers' defaults).
 DDPM_HUB_KEYS = {"freq_shift": 1, "flip_sin_to_cos": False, "downsample_padding": 0, "norm_eps": 1e-6}
 CIFAR10 = {  # google/ddpm-cifar10-32
     "sample_size": 32, "in_channels": 3, "out_channels": 3, "block_out_channels": (128, 256, 256, 256),
@@ -70,13 +72,6 @@ CELEBAHQ = {  # google/ddpm-ema-celebahq-256
     "down_block_types": ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
 }
-SD14 = {  # CompVis/stable-diffusion-v1-4, subfolder unet
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2, "cross_attention_dim": 768, "attention_head_dim": 8,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-}
-TEXT_TOKENS = 77  # CLIP ViT-L/14's sequence length: SD v1's text embeddings are 77 x 768
 
 METHODS = list(REGISTRY)
 TARGET = 3.0  # the sampler's target speed-up over DDPMPipeline (docs/benchmarks/sampling_speed.md)
@@ -113,7 +108,7 @@ def tiny(config: dict) -> dict:
 
 
 def setup(dry: bool, rounds: int) -> Setup:
-    models = {"cifar10-32": CIFAR10, "celebahq-256": CELEBAHQ, "sd-v1.4": SD14}
+    models = {"cifar10-32": CIFAR10, "celebahq-256": CELEBAHQ, "sd-v1.4": SD14_UNET}
     if dry:
         torch.set_num_threads(1)  # tiny models are slower with more threads, and the machine may be shared
         faiss.omp_set_num_threads(1)
@@ -283,7 +278,7 @@ def sd_row(s: Setup, clock: Clock) -> list[str]:
     scheduler = ddpm_scheduler()
     size = config["sample_size"]
     latents = torch.randn(1, config["in_channels"], size, size, device=s.dev)
-    text = torch.randn(1, TEXT_TOKENS, config["cross_attention_dim"], device=s.dev)
+    text = torch.randn(1, MAX_LENGTH, config["cross_attention_dim"], device=s.dev)
     times = []
     for _ in range(1 + s.rounds):
         synchronize()

@@ -43,6 +43,16 @@ SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0
                "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "set_alpha_to_one": False,
                "skip_prk_steps": True, "steps_offset": 1}
 
+# The UNet of CompVis/stable-diffusion-v1-4 (unet/config.json; its other keys are
+# UNet2DConditionModel's defaults): 859.5 M parameters, 4 x 64 x 64 latents of 512 x 512 images,
+# cross-attention on CLIP ViT-L/14's 77 x 768 text embeddings.
+SD14_UNET = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2, "cross_attention_dim": 768, "attention_head_dim": 8,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+}
+
 # A model small enough to train on 2 CPU cores: 4-channel latents at 1/4 of the image's side
 # (two VAE levels), a two-level UNet with cross-attention, a 2-layer CLIP text encoder.
 TINY = {"vae_channels": [32, 64], "latent_channels": 4, "unet_channels": [32, 64], "layers_per_block": 1,
