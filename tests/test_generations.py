@@ -1,11 +1,13 @@
 """A memorized prompt's generations split into the memorized (A) and the rest (X): planted
-near-copies of one image found by k-means and by similarity to the reference."""
+near-copies of one image found by k-means and by similarity to the reference; new generations
+classified by the prompt's rule, and the per-prompt figures against their definitions."""
 
 import numpy as np
 import pytest
 
 from pipeline.data.generations import kmeans_split, reference_split
 from pipeline.errors import UserError
+from pipeline.evaluation.prompts import first_mitigated, prompt_figures
 
 
 @pytest.fixture
@@ -46,3 +48,29 @@ def test_reference_similarity_finds_the_planted_copies(planted):
 def test_kmeans_needs_two_generations():
     with pytest.raises(UserError, match="at least 2 generations"):
         kmeans_split(np.zeros((1, 4)))
+
+
+def test_new_generations_classified_by_the_prompts_rule(planted, rng):
+    generations, image, memorized = planted
+    fresh = np.concatenate([image + rng.normal(0, 0.05, size=(3, *image.shape)), generations[~memorized][:5]])
+    expected = np.array([True] * 3 + [False] * 5)
+    by_kmeans = kmeans_split(generations, seed=0)
+    np.testing.assert_array_equal(by_kmeans.classify(fresh), expected)
+    centroid_a, centroid_x = generations[memorized].mean(0).ravel(), generations[~memorized].mean(0).ravel()
+    np.testing.assert_allclose(by_kmeans.centroids, [centroid_a, centroid_x], atol=1e-4)
+    np.testing.assert_array_equal(reference_split(generations, image, 0.9).classify(fresh), expected)
+
+
+def test_prompt_figures_from_the_definitions(planted, rng):
+    generations, image, memorized = planted
+    split = kmeans_split(generations, seed=0)
+    fresh = np.concatenate([image + rng.normal(0, 0.05, size=(2, *image.shape)), generations[~memorized][:6]])
+    embed = rng.normal(size=(8, 5))  # any embedding: the figures follow the formulas
+    memorized_embed = rng.normal(size=(4, 5))
+    figures = prompt_figures(split, fresh, embed, memorized_embed, threshold=0.3)
+    q = [max(e @ m / np.linalg.norm(e) / np.linalg.norm(m) for m in memorized_embed) for e in embed]
+    assert figures == pytest.approx({"memorized_share": 2 / 8, "similarity_mean": np.mean(q),
+                                     "similarity_max": max(q), "copy_share": np.mean(np.array(q) >= 0.3),
+                                     "mitigated": 0.0})
+    assert prompt_figures(split, fresh[2:], embed[2:], memorized_embed, 0.3)["mitigated"] == 1.0
+    assert first_mitigated([10, 20, 30], [0.0, 1.0, 1.0]) == 20 and first_mitigated([10], [0.0]) is None

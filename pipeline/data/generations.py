@@ -28,12 +28,26 @@ from pipeline.errors import UserError
 class Split:
     """``memorized`` (N,) bool: which generations are in A; ``spread`` the mean squared distance
     to their centroid of A's and of X's members, per dimension (k-means; inf for an empty side;
-    NaN when the split is by similarity); ``similarity`` (N,) each generation's cosine similarity to the
-    reference (NaN without one)."""
+    NaN when the split is by similarity); ``similarity`` (N,) each generation's cosine similarity
+    to the reference (NaN without one). ``centroids`` (2, D), A's first (k-means), or the
+    ``reference`` (D,) and its ``threshold``: what :meth:`classify` needs for new generations."""
 
     memorized: np.ndarray
     spread: tuple[float, float]
     similarity: np.ndarray
+    centroids: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    threshold: float = np.nan
+
+    def classify(self, vectors: np.ndarray) -> np.ndarray:
+        """Which of new generations' ``vectors`` (M, D) are memorized, by the prompt's own rule:
+        nearer to A's centroid than to X's (the references' k-means classifier), or at least
+        ``threshold`` cosine similarity to the reference."""
+        x = _float_rows(vectors)
+        if self.centroids is None:
+            return _cosine(x, self.reference) >= self.threshold
+        sq_dist = ((x[:, None, :] - self.centroids[None]) ** 2).sum(-1)
+        return sq_dist[:, 0] < sq_dist[:, 1]
 
 
 def kmeans_split(vectors: np.ndarray, seed: int = 0, redo: int = 10) -> Split:
@@ -48,15 +62,19 @@ def kmeans_split(vectors: np.ndarray, seed: int = 0, redo: int = 10) -> Split:
     sq_dist, label = sq_dist[:, 0], label[:, 0]
     spread = [float(sq_dist[label == k].mean() / x.shape[1]) if (label == k).any() else np.inf for k in (0, 1)]
     tight = int(np.argmin(spread))
-    memorized = label == tight
-    return Split(memorized, (spread[tight], spread[1 - tight]), np.full(len(x), np.nan))
+    return Split(label == tight, (spread[tight], spread[1 - tight]), np.full(len(x), np.nan),
+                 centroids=kmeans.centroids[[tight, 1 - tight]].copy())
 
 
 def reference_split(vectors: np.ndarray, reference: np.ndarray, threshold: float) -> Split:
     """Generations whose cosine similarity to ``reference`` (D,) is at least ``threshold``."""
-    x, ref = _float_rows(vectors), _float_rows(reference[None])[0]
-    similarity = x @ ref / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(ref), 1e-12)
-    return Split(similarity >= threshold, (np.nan, np.nan), similarity)
+    ref = _float_rows(reference[None])[0]
+    similarity = _cosine(_float_rows(vectors), ref)
+    return Split(similarity >= threshold, (np.nan, np.nan), similarity, reference=ref, threshold=threshold)
+
+
+def _cosine(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return x @ ref / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(ref), 1e-12)
 
 
 def _float_rows(vectors: np.ndarray) -> np.ndarray:
