@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
 from pipeline.diffusion.guided import generate, inference_scheduler
@@ -20,7 +20,8 @@ from pipeline.diffusion.tokenizer import train_clip_tokenizer
 from pipeline.errors import UserError
 from pipeline.methods.contract import Batch
 from pipeline.methods.registry import REGISTRY, make_method
-from pipeline.training.loop import step_direction
+from pipeline.training.loop import step_direction, train
+from pipeline.training.prompts import prompt_source
 from tests.test_methods import HYPERPARAMETERS, per_example_randomness, reference_direction, reference_terms  # noqa: F401
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -201,3 +202,33 @@ def test_conditioned_unet_is_the_unet_on_the_prompt(tiny):
         direct = tiny.unet(z, t, encoder_hidden_states=c[:1].expand(3, -1, -1)).sample
         other = Conditioned(tiny.unet, c[1])(z, t).sample
     assert torch.equal(ours, direct) and not torch.allclose(ours, other)
+
+
+def test_prompt_source_draws_latents_and_their_nearest_retain_latents(rng):
+    forget, retain = rng.normal(size=(3, 4, 2, 2)), rng.normal(size=(7, 4, 2, 2))
+    source = prompt_source(forget, retain, k=2)
+    for i in range(3):
+        distances = ((retain - forget[i]) ** 2).reshape(7, -1).sum(1)
+        assert source.neighbours[i].tolist() == [3 + j for j in np.argsort(distances)[:2]]  # rows after A's
+    batch = source.draw(("forget", "retain"), 5, torch.device("cpu"))
+    assert batch.forget.shape == (5, 4, 2, 2) and batch.neighbours.shape == (5, 2, 4, 2, 2)
+    stored = [torch.from_numpy(v.astype(np.float32)) for v in (*forget, *retain)]
+    assert all(any(torch.equal(z, v) for v in stored[3:]) for z in batch.retain)  # latents as they are
+    with pytest.raises(UserError, match="found 0 memorized"):
+        prompt_source(forget[:0], retain, k=2)
+
+
+@pytest.mark.parametrize("name, lora", [("retrack", False), ("siss", True), ("erasediff", False)])
+def test_a_prompt_is_unlearnt_through_the_training_loop(saved, name, lora, one_torch_thread):
+    pipe = load_text_to_image(saved)
+    generations = generate(pipe, ["a red t-shirt on a white background"] * 6, seed=0, steps=3)
+    source = prompt_source(generations.latents[:2], generations.latents[2:], k=2)
+    if lora:
+        add_lora(pipe.unet, rank=4, alpha=4)
+    before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if p.requires_grad}
+    method = make_method(name, HYPERPARAMETERS[name], DDPMScheduler.from_config(pipe.scheduler.config))
+    c = prompt_embeddings(pipe, ["a red t shirt on a white background"])[0]
+    _, log = train(Conditioned(pipe.unet, c), method, source, steps=2, batch_size=2, lr=1e-3, seed=0)
+    moved = {n for n, p in pipe.unet.named_parameters() if n in before and not torch.equal(p, before[n])}
+    assert log.count("\n") == 3 and "nan" not in log
+    assert moved and (not lora or all("lora_" in n for n in before)) and len(moved) > len(before) // 2

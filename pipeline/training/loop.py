@@ -36,7 +36,8 @@ class BatchSource:
     """Draws batches (uniformly, with replacement) from the rows of the training set.
 
     ``images`` are uint8 (N, C, H, W), in memory or memory-mapped: a batch reads its rows and
-    turns them into floats in [-1, 1], so memory does not grow with N. ``retain_rows`` are the
+    turns them into floats in [-1, 1], so memory does not grow with N; float arrays (latents of a
+    text-to-image model) are read as they are. ``retain_rows`` are the
     rows a step may use as retain data (all of X for pretraining); ``forget_rows`` the rows of A,
     ``forget_group`` the distinct image each belongs to, and ``neighbours`` the K retain rows
     nearest to each distinct forget image (from the knn stage).
@@ -51,8 +52,11 @@ class BatchSource:
         self.neighbours = None if neighbours is None else torch.from_numpy(neighbours)
 
     def read(self, rows: torch.Tensor, device) -> torch.Tensor:
-        """The images at ``rows`` (any shape of indices), as floats in [-1, 1] on ``device``."""
-        return torch.from_numpy(to_float(self.images[rows.numpy()])).to(device) * 2 - 1
+        """The images at ``rows`` (any shape of indices), as floats in [-1, 1] on ``device`` (latents as they are)."""
+        images = self.images[rows.numpy()]
+        if images.dtype != np.uint8:
+            return torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
+        return torch.from_numpy(to_float(images)).to(device) * 2 - 1
 
     def draw(self, needs: tuple[str, ...], batch_size: int, device) -> Batch:
         batch = Batch()
