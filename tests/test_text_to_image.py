@@ -20,8 +20,10 @@ from pipeline.diffusion.tokenizer import train_clip_tokenizer
 from pipeline.errors import UserError
 from pipeline.methods.contract import Batch
 from pipeline.methods.registry import REGISTRY, make_method
-from pipeline.training.loop import step_direction, train
+from pipeline.methods.losses import AutoencoderLoss, CaptionedDDPMLoss
+from pipeline.training.loop import BatchSource, step_direction, train
 from pipeline.training.prompts import prompt_source
+from tests.conftest import alpha_bar
 from tests.test_methods import HYPERPARAMETERS, per_example_randomness, reference_direction, reference_terms  # noqa: F401
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -232,3 +234,62 @@ def test_a_prompt_is_unlearnt_through_the_training_loop(saved, name, lora, one_t
     moved = {n for n, p in pipe.unet.named_parameters() if n in before and not torch.equal(p, before[n])}
     assert log.count("\n") == 3 and "nan" not in log
     assert moved and (not lora or all("lora_" in n for n in before)) and len(moved) > len(before) // 2
+
+
+def test_captioned_ddpm_loss_matches_formula(scheduler):
+    z, text, empty = torch.randn(6, 4, 3, 3), torch.randn(6, 77, 8), torch.randn(1, 77, 8)
+    torch.manual_seed(2)
+    losses = CaptionedDDPMLoss(scheduler, empty, p_uncond=0.5)(LinearConditionalNet(), Batch(retain=z, text=text))
+    torch.manual_seed(2)  # the same draws, in the documented order: t, eps, then the dropped captions
+    t = torch.randint(0, 1000, (6,))
+    eps = torch.randn_like(z)
+    drop = torch.rand(6) < 0.5
+    assert 0 < drop.sum() < 6
+    expected = 0.0
+    for b in range(6):
+        ab = float(alpha_bar(int(t[b])))
+        c = empty[0] if drop[b] else text[b]
+        pred = 0.7 * (ab ** 0.5 * z[b] + (1 - ab) ** 0.5 * eps[b]) - 0.3 * t[b] / 1000 + 0.2 * c.mean()
+        expected += ((pred - eps[b]) ** 2).sum().item() / 6
+    assert losses.terms["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses.stats["uncond_share"] == pytest.approx(drop.float().mean().item())
+
+
+def test_autoencoder_loss_matches_formula(tiny):
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.manual_seed(4)
+    losses = AutoencoderLoss(kl_weight=0.01)(tiny.vae, Batch(retain=x))
+    torch.manual_seed(4)
+    with torch.no_grad():
+        mean, logvar = tiny.vae.quant_conv(tiny.vae.encoder(x)).chunk(2, dim=1)
+        logvar = logvar.clamp(-30, 20)  # as diffusers' DiagonalGaussianDistribution
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        reconstruction = ((tiny.vae.decode(z).sample - x) ** 2).flatten(1).sum(1)
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).flatten(1).sum(1)
+    assert losses.terms["loss"].item() == pytest.approx((reconstruction + 0.01 * kl).mean().item(), rel=1e-5)
+    assert losses.stats["kl"] == pytest.approx(kl.mean().item(), rel=1e-5)
+
+
+def test_captioned_batches_bring_their_captions_embeddings():
+    images = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1).repeat(2, axis=2)  # row i: pixels i
+    captions, text = np.arange(12) % 3, torch.randn(3, 77, 4)
+    source = BatchSource(images, retain_rows=np.arange(12), captions=captions, text=text)
+    batch = source.draw(("retain",), 20, torch.device("cpu"))
+    rows = torch.round((batch.retain[:, 0, 0, 0] + 1) / 2 * 255).long()
+    assert torch.equal(batch.text, text[torch.from_numpy(captions)[rows]])
+
+
+def test_a_text_to_image_model_pretrains_through_the_training_loop(saved, one_torch_thread):
+    pipe = load_text_to_image(saved)
+    captions = ["a handwritten digit one", "a red t-shirt on a white background"]
+    images = (np.random.default_rng(0).random((8, 3, 16, 16)) * 255).astype(np.uint8)
+    before = [p.detach().clone() for p in pipe.vae.parameters()]
+    pipe.vae.requires_grad_(True)
+    _, log = train(pipe.vae, AutoencoderLoss(), BatchSource(images, np.arange(8)), steps=2, batch_size=4,
+                   lr=1e-3, seed=0)
+    assert "reconstruction" in log and not all(torch.equal(a, b) for a, b in zip(before, pipe.vae.parameters()))
+    latents = encode_images(pipe.vae, torch.from_numpy(images) / 255.0).numpy()
+    source = BatchSource(latents, np.arange(8), captions=np.arange(8) % 2, text=prompt_embeddings(pipe, captions))
+    method = CaptionedDDPMLoss(DDPMScheduler.from_config(pipe.scheduler.config), prompt_embeddings(pipe, [""]))
+    _, log = train(pipe.unet, method, source, steps=2, batch_size=4, lr=1e-3, seed=0)
+    assert log.count("\n") == 3 and "nan" not in log

@@ -28,11 +28,14 @@ from pipeline.methods.filters import ForgetFilter
 @dataclass
 class Batch:
     """What one step sees. ``retain`` (B, C, H, W); ``forget`` (B, C, H, W) and its K nearest
-    retain images ``neighbours`` (B, K, C, H, W); all in model space [-1, 1]."""
+    retain images ``neighbours`` (B, K, C, H, W); all in model space ([-1, 1], or a text-to-image
+    model's latents). ``text`` (B, 77, D): the caption embedding of each retain example, when the
+    training set is captioned (text-to-image pretraining)."""
 
     retain: torch.Tensor | None = None
     forget: torch.Tensor | None = None
     neighbours: torch.Tensor | None = None
+    text: torch.Tensor | None = None
 
 
 @dataclass

@@ -83,6 +83,58 @@ class DDPMLoss(Method):
         return Losses({"loss": ddpm_loss(net, self.scheduler, batch.retain)})
 
 
+class CaptionedDDPMLoss(Method):
+    """The denoising objective of a text-to-image latent model (Rombach et al. 2022, eq. 2), trained
+    for classifier-free guidance (Ho & Salimans 2022): each example's caption embedding c_b is
+    replaced by the empty prompt's, c_empty, with probability ``p_uncond`` (0.1), so that one
+    network learns both eps_theta(z, t, c) and eps_theta(z, t, c_empty):
+
+        L = mean_b || eps_theta(gamma_t z_b + sigma_t eps_b, t_b, c'_b) - eps_b ||^2,
+        c'_b = c_empty with probability p_uncond, else c_b.
+    """
+
+    needs = ("retain",)
+
+    def __init__(self, scheduler: DDPMScheduler, empty: torch.Tensor, p_uncond: float = 0.1):
+        super().__init__(scheduler)
+        self.empty, self.p_uncond = empty, p_uncond
+
+    def __call__(self, net, batch: Batch) -> Losses:
+        z, t = batch.retain, random_timesteps(self.scheduler, batch.retain)
+        eps = gaussian_like(z)
+        drop = coin_flips(z, self.p_uncond).view(-1, 1, 1)
+        text = torch.where(drop, self.empty.to(batch.text).expand_as(batch.text), batch.text)
+        gamma, sigma = noise_levels(self.scheduler, t)
+        pred = net(gamma * z + sigma * eps, t, encoder_hidden_states=text).sample
+        return Losses({"loss": sq_error(pred, eps).mean()}, {"uncond_share": float(drop.float().mean())})
+
+
+class AutoencoderLoss(Method):
+    """The objective of a variational autoencoder (Kingma & Welling 2014), as the latent space of a
+    text-to-image model is trained: reconstruction and a ``kl_weight``-weighted KL to N(0, I),
+
+        L = mean_b [ || D(z_b) - x_b ||^2 + beta KL(N(mu_b, diag sigma_b^2) || N(0, I)) ],
+        z_b = mu_b + sigma_b n_b, n_b ~ N(0, I),  KL = 1/2 sum (mu^2 + sigma^2 - 1 - log sigma^2),
+
+    ``net`` an ``AutoencoderKL``, x in [-1, 1]. A small beta (1e-6 in Stable Diffusion's
+    autoencoder) keeps the latents close to deterministic codes while bounding their scale."""
+
+    needs = ("retain",)
+
+    def __init__(self, kl_weight: float = 1e-6):
+        super().__init__(scheduler=None)
+        self.kl_weight = kl_weight
+
+    def __call__(self, net, batch: Batch) -> Losses:
+        x = batch.retain
+        posterior = net.encode(x).latent_dist
+        z = posterior.mean + posterior.std * gaussian_like(posterior.mean)
+        reconstruction = sq_error(net.decode(z).sample, x)
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1 - posterior.logvar).flatten(1).sum(1)
+        return Losses({"loss": (reconstruction + self.kl_weight * kl).mean()},
+                      {"reconstruction": reconstruction.mean().item(), "kl": kl.mean().item()})
+
+
 class NaiveDeletion(DDPMLoss):
     """Naive deletion ("vanilla" fine-tuning, methods.md 1): the DDPM loss on the retain set R
     only, L = L(eps_theta(x_t, t), eps) with x ~ R. Forgetting comes only from not seeing A."""

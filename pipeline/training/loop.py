@@ -40,16 +40,21 @@ class BatchSource:
     text-to-image model) are read as they are. ``retain_rows`` are the
     rows a step may use as retain data (all of X for pretraining); ``forget_rows`` the rows of A,
     ``forget_group`` the distinct image each belongs to, and ``neighbours`` the K retain rows
-    nearest to each distinct forget image (from the knn stage).
+    nearest to each distinct forget image (from the knn stage). A captioned training set gives
+    each row's caption (``captions``, indices into ``text``, the captions' embeddings
+    (n, 77, D)): a retain batch then brings its examples' embeddings.
     """
 
     def __init__(self, images: np.ndarray, retain_rows: np.ndarray, forget_rows: np.ndarray | None = None,
-                 forget_group: np.ndarray | None = None, neighbours: np.ndarray | None = None):
+                 forget_group: np.ndarray | None = None, neighbours: np.ndarray | None = None,
+                 captions: np.ndarray | None = None, text: torch.Tensor | None = None):
         self.images = images
         self.retain_rows = torch.from_numpy(retain_rows)
         self.forget_rows = None if forget_rows is None else torch.from_numpy(forget_rows)
         self.forget_group = None if forget_group is None else torch.from_numpy(forget_group)
         self.neighbours = None if neighbours is None else torch.from_numpy(neighbours)
+        self.captions = None if captions is None else torch.from_numpy(captions)
+        self.text = text
 
     def read(self, rows: torch.Tensor, device) -> torch.Tensor:
         """The images at ``rows`` (any shape of indices), as floats in [-1, 1] on ``device`` (latents as they are)."""
@@ -67,11 +72,14 @@ class BatchSource:
         if "retain" in needs:
             pick = torch.randint(0, len(self.retain_rows), (batch_size,))
             batch.retain = self.read(self.retain_rows[pick], device)
+            if self.captions is not None:
+                batch.text = self.text[self.captions[self.retain_rows[pick]]].to(device)
         return batch
 
     def digest(self) -> str:
         """A hash of the images and rows the batches are drawn from: a resumed run must see the same."""
-        return digest(self.images, self.retain_rows, self.forget_rows, self.forget_group, self.neighbours)
+        return digest(self.images, self.retain_rows, self.forget_rows, self.forget_group, self.neighbours,
+                      self.captions, self.text)
 
 
 class Autocast:
