@@ -53,8 +53,8 @@ SD14_UNET = {
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 }
 
-# A model small enough to train on 2 CPU cores: 4-channel latents at 1/4 of the image's side
-# (two VAE levels), a two-level UNet with cross-attention, a 2-layer CLIP text encoder.
+# A model small enough to train on 2 CPU cores: 4-channel latents at half the image's side (two
+# VAE levels, one downsampling), a two-level UNet with cross-attention, a 2-layer CLIP text encoder.
 TINY = {"vae_channels": [32, 64], "latent_channels": 4, "unet_channels": [32, 64], "layers_per_block": 1,
         "text_dim": 64, "text_layers": 2, "heads": 4, "merges": 2000, "norm_groups": 8}
 
