@@ -6,20 +6,22 @@ Each N runs the real workflow (``snakemake --cores 2``, the repository's Snakefi
 directory up to the report, with a few steps per stage: data, forget_set, knn, pretrain (2 steps),
 unlearn (ReTrack, 2 steps), sample, metrics (FID on PCA features, copy detection with a small
 TorchScript embedding made here), trajectory and report. While it runs, every stage's process
-is sampled every 20 ms for its anonymous resident memory (RssAnon in /proc: what the process
-itself holds and cannot page out; pages of a memory-mapped file are left out, the kernel can
-drop them). Prints each stage's peak per N and, last, for the stage that grows most, the ratio
+(this run's only: an environment variable marks its jobs) is sampled every 20 ms for its
+anonymous resident memory (RssAnon in /proc: what the process itself holds and cannot page out;
+pages of a memory-mapped file are left out, the kernel can drop them). Prints each stage's peak per N and, last, for the stage that grows most, the ratio
 peak(largest N) / peak(smallest N). Target: at most 1.5.
 
     python benchmarks/memory.py [--sizes 1000 5000 30000] [--shapes celebahq default] [--keep DIR]
 
 Disk: at N = 30,000 CelebA-HQ-shaped images the folder, train.npz and the pixel index take about
-20 GB, removed after each N (unless ``--keep``). Time: about 15 minutes on 2 CPU cores.
+20 GB, removed after each N (unless ``--keep``). Time on 2 CPU cores: about 30 minutes for the
+CelebA-HQ shape (17 of them at N = 30,000), 4 for the default shape.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"pipeline\.stages\.(\w+)")
+TOKEN = "MEMORY_BENCHMARK_RUN"  # set in the workflow's environment, inherited by its jobs
 SHAPES = {"celebahq": {"resolution": 256, "channels": 3}, "default": {"resolution": 16, "channels": 1}}
 
 
@@ -84,10 +88,12 @@ def params_for(shape: str, n: int, work: Path) -> dict:
 
 
 class Sampler:
-    """Peak RssAnon (MiB) and wall time of every pipeline stage process, polled from /proc."""
+    """Peak RssAnon (MiB) of every pipeline stage process whose environment holds ``token``
+    (``NAME=value``: the workflow run's own jobs, not another run's on the same machine), polled
+    from /proc."""
 
-    def __init__(self, interval: float = 0.02):
-        self.interval, self.peak, self.seen = interval, defaultdict(float), {}
+    def __init__(self, token: str, interval: float = 0.02):
+        self.token, self.interval, self.peak = token.encode(), interval, defaultdict(float)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -101,7 +107,7 @@ class Sampler:
     def poll(self, proc: Path) -> None:
         try:
             match = STAGE.search((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-            if not match:
+            if not match or self.token not in (proc / "environ").read_bytes():
                 return
             anon = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
                         if line.startswith("RssAnon:"))
@@ -128,11 +134,11 @@ def measure(shape: str, n: int, work: Path) -> dict[str, float]:
         shutil.copy(ROOT / "data" / "raw" / "mnist.npz", work / "data" / "raw" / "mnist.npz")
     embedding_file(work / "embedding.pt")
     (work / "params.yaml").write_text(yaml.safe_dump(params_for(shape, n, work)))
-    start = time.perf_counter()
-    with Sampler() as sampler:
+    start, run_id = time.perf_counter(), uuid.uuid4().hex
+    with Sampler(f"{TOKEN}={run_id}") as sampler:
         run = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "report",
                               "--directory", str(work), "--cores", "2", "--quiet", "all"],
-                             cwd=ROOT, capture_output=True, text=True)
+                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, TOKEN: run_id})
     if run.returncode:
         sys.exit(f"the workflow failed in {work}:\n{run.stderr[-5000:]}")
     print(f"  {shape}, N = {n}: workflow {time.perf_counter() - start:.0f} s", file=sys.stderr)
