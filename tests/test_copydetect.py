@@ -9,11 +9,11 @@ from pipeline.errors import UserError
 from pipeline.evaluation import copydetect
 from pipeline.evaluation.copydetect import (
     classifier_embedding,
-    cosine,
     normalized_sscd,
     sscd_embedding,
     sscd_preprocess,
 )
+from pipeline.search.embeddings import cosine
 
 
 def test_cosine_matches_formula_and_zero_vectors_score_zero(rng):

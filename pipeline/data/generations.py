@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.search.embeddings import cosine
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,8 @@ class Split:
         ``threshold`` cosine similarity to the reference."""
         x = _float_rows(vectors)
         if self.centroids is None:
-            return _cosine(x, self.reference) >= self.threshold
-        sq_dist = ((x[:, None, :] - self.centroids[None]) ** 2).sum(-1)
-        return sq_dist[:, 0] < sq_dist[:, 1]
+            return cosine(x, self.reference[None])[:, 0] >= self.threshold
+        return ((x - self.centroids[0]) ** 2).sum(1) < ((x - self.centroids[1]) ** 2).sum(1)
 
 
 def kmeans_split(vectors: np.ndarray, seed: int = 0, redo: int = 10) -> Split:
@@ -69,12 +69,8 @@ def kmeans_split(vectors: np.ndarray, seed: int = 0, redo: int = 10) -> Split:
 def reference_split(vectors: np.ndarray, reference: np.ndarray, threshold: float) -> Split:
     """Generations whose cosine similarity to ``reference`` (D,) is at least ``threshold``."""
     ref = _float_rows(reference[None])[0]
-    similarity = _cosine(_float_rows(vectors), ref)
+    similarity = cosine(_float_rows(vectors), ref[None])[:, 0]
     return Split(similarity >= threshold, (np.nan, np.nan), similarity, reference=ref, threshold=threshold)
-
-
-def _cosine(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    return x @ ref / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(ref), 1e-12)
 
 
 def _float_rows(vectors: np.ndarray) -> np.ndarray:

@@ -59,13 +59,13 @@ def generate(pipe: StableDiffusionPipeline, prompts: list[str], seed: int, steps
     dev = unet.device
     size = unet.config.sample_size
     shape = (unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
+    sched = inference_scheduler(pipe, scheduler, steps)
     empty = prompt_embeddings(pipe, [""]).to(dev)
     images, latents = [], []
     bar = tqdm(total=len(prompts) * steps, desc="generate", unit="img-step", mininterval=5)
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         generators = sample_generators(seed, range(first + start, first + start + len(batch)))
-        sched = inference_scheduler(pipe, scheduler, steps)
         text = torch.cat([empty.expand(len(batch), -1, -1), prompt_embeddings(pipe, batch).to(dev)])
         z = normal((len(batch), *shape), generators, dev) * sched.init_noise_sigma
         with torch.inference_mode():

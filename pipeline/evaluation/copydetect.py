@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.search.embeddings import load_torchscript
+from pipeline.search.embeddings import cosine, load_torchscript
 
 SSCD_SIZE = 288
 
@@ -93,15 +93,6 @@ def classifier_embedding(classifier: torch.nn.Module) -> Embedding:
         return classifier.features(images).flatten(1)
 
     return Embedding("digit-classifier features", True, embed)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of the rows of a (N, D) and b (M, D), (N, M); 0 for a zero vector."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    na = np.linalg.norm(a, axis=1, keepdims=True)
-    nb = np.linalg.norm(b, axis=1, keepdims=True)
-    return (a / np.where(na > 0, na, 1)) @ (b / np.where(nb > 0, nb, 1)).T
 
 
 def normalized_sscd(recon: np.ndarray, original: np.ndarray, neighbours: np.ndarray,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.data.generations import Split
+from pipeline.search.embeddings import cosine
 
 
 def prompt_figures(split: Split, vectors: np.ndarray, embeddings: np.ndarray, memorized_embeddings: np.ndarray,
@@ -31,19 +32,10 @@ def prompt_figures(split: Split, vectors: np.ndarray, embeddings: np.ndarray, me
     sees them (as the split was made), ``embeddings`` (M, E) and ``memorized_embeddings`` (|A|, E)
     their copy-detection embeddings and A's."""
     memorized = split.classify(vectors)
-    q = nearest_similarity(embeddings, memorized_embeddings)
+    q = cosine(embeddings, memorized_embeddings).max(axis=1)
     return {"memorized_share": float(memorized.mean()), "similarity_mean": float(q.mean()),
             "similarity_max": float(q.max()), "copy_share": float((q >= threshold).mean()),
             "mitigated": float(not memorized.any())}
-
-
-def nearest_similarity(embeddings: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """q_i = max_j cos(embeddings_i, references_j), shape (M,)."""
-    def unit(v):
-        v = np.asarray(v, dtype=np.float64).reshape(len(v), -1)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-    return (unit(embeddings) @ unit(references).T).max(axis=1)
 
 
 def first_mitigated(steps: list[int], mitigated: list[float]) -> int | None:

@@ -89,6 +89,15 @@ def encoder(space: str, path: str | Path | None) -> Encoder:
     return latent_encoder(path) if space == "latent" else torchscript_encoder(path)
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the rows of a (N, D) and b (M, D), (N, M); 0 for a zero vector."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    na = np.linalg.norm(a, axis=1, keepdims=True)
+    nb = np.linalg.norm(b, axis=1, keepdims=True)
+    return (a / np.where(na > 0, na, 1)) @ (b / np.where(nb > 0, nb, 1)).T
+
+
 def decode(vectors: np.ndarray) -> np.ndarray:
     """Stored vectors as float32: uint8 pixel vectors divided by 255 (the [0, 1] pixels,
     bit for bit as the images' own conversion), any other as they are."""
