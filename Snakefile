@@ -15,17 +15,29 @@ wildcard_constraints:
     run=RUN_PATTERN,
     model=f"pretrained|retrained|{RUN_PATTERN}",
     kind="retain|neighbours",
+    prompt=r"[A-Za-z0-9_-]+",
 
 include: "rules/data.smk"
-include: "rules/model.smk"
-include: "rules/unlearn.smk"
-include: "rules/evaluate.smk"
 
+if TEXT_TO_IMAGE:  # model.kind text_to_image: the memorized-prompt protocol
 
-rule all:
-    input:
-        report_outputs(),
-        diagnostics_outputs(),
-        rules.audit.output,
-        requests_outputs(),
-    default_target: True
+    include: "rules/prompts.smk"
+
+    rule all:
+        input:
+            prompt_outputs(),
+        default_target: True
+
+else:
+
+    include: "rules/model.smk"
+    include: "rules/unlearn.smk"
+    include: "rules/evaluate.smk"
+
+    rule all:
+        input:
+            report_outputs(),
+            diagnostics_outputs(),
+            rules.audit.output,
+            requests_outputs(),
+        default_target: True

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.data.prompts import read_prompts
 from pipeline.params.inputs import external_files
 from pipeline.params.runs import Run
 from pipeline.params.tracking import stage_keys
@@ -103,14 +104,21 @@ def snakemake_jobs(workdir: Path) -> list[dict]:
     all outputs were missing. It is planned in a scratch directory holding a copy of params.yaml
     and, as empty placeholders, the files from outside (:func:`pipeline.params.inputs.external_files`)
     given by relative paths: a benchmark's dvc.yaml can be written before its data or models are
-    downloaded (the paths in the jobs are relative, so they are the same)."""
+    downloaded (the paths in the jobs are relative, so they are the same). A prompts file is
+    copied with the reference images it names: the workflow plans one job per prompt."""
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         shutil.copy(workdir / "params.yaml", scratch / "params.yaml")
-        for path in chain.from_iterable(external_files(load_params(workdir / "params.yaml")).values()):
+        files = external_files(load_params(workdir / "params.yaml"))
+        for path in chain.from_iterable(files.values()):
             if not Path(path).is_absolute():
                 (scratch / path).parent.mkdir(parents=True, exist_ok=True)
                 (scratch / path).touch()
+        for path in files["prompts"]:
+            copied = [Path(path), *(p.image.relative_to(workdir) for p in read_prompts(workdir / path) if p.image)]
+            for relative in copied:
+                (scratch / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(workdir / relative, scratch / relative)
         return dry_run(scratch)
 
 
@@ -134,10 +142,11 @@ def dry_run(workdir: Path) -> list[dict]:
 
 
 def rule_order() -> list[str]:
-    """The rules in the order the Snakefile defines them (its own, then those of each include)."""
+    """The rules in the order the Snakefile defines them (its own, then those of each include,
+    whichever branch of the Snakefile includes it)."""
     snakefile = (ROOT / "Snakefile").read_text()
-    files = [ROOT / "Snakefile", *(ROOT / f for f in re.findall(r'^include: "([^"]+)"', snakefile, re.M))]
-    return [name for f in files for name in re.findall(r"^rule (\w+):", f.read_text(), re.M)]
+    files = [ROOT / "Snakefile", *(ROOT / f for f in re.findall(r'^\s*include: "([^"]+)"', snakefile, re.M))]
+    return [name for f in files for name in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M)]
 
 
 def stage_name(job: dict) -> str:
@@ -260,7 +269,7 @@ def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> 
         return {rule: {"foreach": foreach(items), "do": json.loads(template)}}
     out = {}
     for template, items in groups.items():
-        name = f"{rule}-{Run.parse(items[0]['run']).method}"
+        name = group_name(rule, [Run.parse(w["run"]) for w in items])
         if name not in out:
             out[name] = {"foreach": foreach(items), "do": json.loads(template)}
         elif len(items) == 1:  # a second template of the method: a step of a sequence, with its own model
@@ -269,6 +278,16 @@ def stages_of_rule(rule: str, jobs: list[dict], params: dict, code_dir: str) -> 
         else:
             raise ValueError(f"two groups of {rule} jobs would both be the stage {name}")
     return out
+
+
+def group_name(rule: str, runs: list[Run]) -> str:
+    """A stage of several runs' jobs is named after what they share: the method (``unlearn-retrack``)
+    and, for a text-to-image experiment's runs of one prompt, the prompt (``evaluate_prompt-i1``,
+    ``unlearn_prompt-siss-i0``)."""
+    parts = [runs[0].method] if len({r.method for r in runs}) == 1 else []
+    if runs[0].image is not None and len({r.image for r in runs}) == 1:
+        parts.append(f"i{runs[0].image}")
+    return "-".join([rule, *parts])
 
 
 def render(workdir: Path) -> str:

@@ -3,9 +3,10 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.data.prompts import read_prompts
 from pipeline.errors import UserError
 from pipeline.params.inputs import external_files, missing_inputs, needs_classifier
-from pipeline.params.runs import RUN_PATTERN, Run, model_names, runs, sequence_runs
+from pipeline.params.runs import RUN_PATTERN, Run, model_names, prompt_runs, runs, sequence_runs
 from pipeline.params.tracking import lookup, stage_keys
 from pipeline.params.validation import read_changes, resolve
 
@@ -25,6 +26,16 @@ if config != (read_changes("params.yaml") or {}):
 MISSING = missing_inputs(PARAMS, Path.cwd())
 if MISSING:
     sys.exit(f"error: params.yaml: {MISSING[0]}")
+
+# A text-to-image experiment's memorized prompts (text_to_image.prompts, checked line by line) and
+# its runs, one per method x seed x prompt.
+TEXT_TO_IMAGE = PARAMS["model"]["kind"] == "text_to_image"
+try:
+    PROMPT_LIST = read_prompts(PARAMS["text_to_image"]["prompts"]) if TEXT_TO_IMAGE else []
+except UserError as exc:
+    sys.exit(f"error: text_to_image.prompts: {exc}")
+PROMPTS = [prompt.name for prompt in PROMPT_LIST]
+PROMPT_RUNS = [run.name for run in prompt_runs(PARAMS, len(PROMPTS))]
 
 MODELS = model_names(PARAMS)
 SEQUENCE = [run.name for run in sequence_runs(PARAMS)]  # the runs of experiment.requests, in their own report
@@ -141,3 +152,19 @@ def trajectory_models():
 def report_models():
     """The models of the report's tables: all but the steps of a sequence of requests."""
     return [model for model in MODELS if model not in SEQUENCE]
+
+
+def prompt_files(wildcards):
+    """The prompts file and the reference images it names: inputs of every job that reads it."""
+    return {"prompts": EXTERNAL["prompts"][0],
+            "references": [str(prompt.image) for prompt in PROMPT_LIST if prompt.image is not None]}
+
+
+def run_generations(run):
+    """The generations (forget and retain sets) of the prompt that ``run`` unlearns."""
+    return f"prompts/{PROMPTS[Run.parse(run).image]}/generations.npz"
+
+
+def prompt_outputs():
+    """What a text-to-image experiment ends with: its report and each prompt's split."""
+    return [*rules.report_prompts.output, *expand("prompts/{prompt}/generations.png", prompt=PROMPTS)]

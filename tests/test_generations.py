@@ -74,3 +74,71 @@ def test_prompt_figures_from_the_definitions(planted, rng):
                                      "mitigated": 0.0})
     assert prompt_figures(split, fresh[2:], embed[2:], memorized_embed, 0.3)["mitigated"] == 1.0
     assert first_mitigated([10, 20, 30], [0.0, 1.0, 1.0]) == 20 and first_mitigated([10], [0.0]) is None
+
+
+def test_a_split_survives_its_npz_arrays(planted, tmp_path):
+    from pipeline.artifacts import load_npz, save_npz
+    from pipeline.data.generations import SPLIT_KEYS, Split
+
+    generations, image, _ = planted
+    for split in (kmeans_split(generations, seed=0), reference_split(generations, image, 0.9)):
+        save_npz(tmp_path / "split.npz", **split.arrays())
+        back = Split.from_arrays(load_npz(tmp_path / "split.npz", SPLIT_KEYS))
+        np.testing.assert_array_equal(back.memorized, split.memorized)
+        np.testing.assert_array_equal(back.classify(generations), split.classify(generations))
+
+
+def test_pixel_vectors_are_centred_so_their_cosine_is_the_pixel_correlation(rng):
+    from pipeline.data.generations import generation_vectors
+
+    images = rng.uniform(0, 1, size=(2, 1, 8, 8)).astype(np.float32)
+    a, b = generation_vectors(images)
+    cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert cosine == pytest.approx(np.corrcoef(images[0].ravel(), images[1].ravel())[0, 1], rel=1e-5)
+
+
+def test_plausibility_and_pair_similarity_match_their_formulas(rng):
+    from pipeline.evaluation.prompts import pair_similarity, plausibility
+
+    new, retain, before = rng.normal(size=(5, 7)), rng.normal(size=(4, 7)), rng.normal(size=(5, 7))
+    cos = lambda u, v: u @ v / np.linalg.norm(u) / np.linalg.norm(v)  # noqa: E731
+    assert plausibility(new, retain) == pytest.approx(np.mean([max(cos(g, x) for x in retain) for g in new]), rel=1e-5)
+    assert pair_similarity(before, new) == pytest.approx(np.mean([cos(b, g) for b, g in zip(before, new)]), rel=1e-5)
+    assert pair_similarity(new, new) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_clip_score_of_a_local_clip_model_matches_its_formula(tmp_path, rng):
+    """CLIP score = mean_i 100 max(0, cos(E_img(x_i), E_text(p_i))), torchmetrics with a tiny CLIP
+    model saved locally (the real weights cannot be downloaded here)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    from pipeline.diffusion.tokenizer import train_clip_tokenizer
+    from pipeline.evaluation.prompts import clip_score
+
+    prompts = ["a handwritten digit seven", "a handwritten digit three"]
+    train_clip_tokenizer(prompts * 10, tmp_path / "tok", 50)
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "tok")
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32,
+                                     "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 8,
+                                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                                     "pad_token_id": tokenizer.pad_token_id},
+                        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "projection_dim": 8},
+                        projection_dim=8)
+    model = CLIPModel(config).eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    model.save_pretrained(tmp_path / "clip")
+    processor.save_pretrained(tmp_path / "clip")
+    images = rng.uniform(0, 1, size=(2, 1, 16, 16)).astype(np.float32)
+    pixels = np.round(images * 255).astype(np.uint8).repeat(3, axis=1)
+    with torch.no_grad():
+        inputs = processor(text=prompts, images=list(torch.from_numpy(pixels)), return_tensors="pt", padding=True)
+        img = model.get_image_features(pixel_values=inputs["pixel_values"])
+        txt = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    img, txt = [getattr(f, "pooler_output", f) for f in (img, txt)]
+    expected = (100 * torch.nn.functional.cosine_similarity(img, txt).clamp(min=0)).mean().item()
+    assert clip_score(images, prompts, str(tmp_path / "clip")) == pytest.approx(expected, rel=1e-4)

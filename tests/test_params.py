@@ -229,6 +229,13 @@ def test_a_sequence_of_requests_runs_each_method_and_seed_once_per_request_from_
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_benchmark_params_are_valid(name):
     params = load_params(ROOT / "experiments" / name / "params.yaml")
+    if params["model"]["kind"] == "text_to_image":  # one run per method x seed x prompt
+        from pipeline.data.prompts import read_prompts
+        from pipeline.params.runs import prompt_runs
+
+        prompts = read_prompts(ROOT / "experiments" / name / params["text_to_image"]["prompts"])
+        assert len(prompt_runs(params, len(prompts))) == {"memorized-prompts": 6 * 2}[name]
+        return
     expected = {"mnist-tshirt": 6 * 3, "cifar10": 5 * 10, "celebahq": 5 * 10, "requests": 2 * 3 * 3}[name]
     assert len(runs(params)) == expected
 
@@ -255,7 +262,7 @@ def test_merged_merges_mappings_and_replaces_everything_else():
                                                    EXPERIMENTS)])
 def test_an_experiment_holds_only_what_differs_from_the_defaults(path):
     changes = leaves(read_changes(ROOT / path))
-    default = leaves(defaults())
+    default = leaves(defaults(read_changes(ROOT / path).get("model", {}).get("kind", "ddpm")))
     repeated = sorted(key for key, value in changes.items() if key in default and default[key] == value)
     assert repeated == [], f"{path} repeats defaults: {repeated}"
     assert load_params(ROOT / path) == resolve(read_changes(ROOT / path))
@@ -325,3 +332,30 @@ def test_data_sizes_that_params_fix_are_checked_before_compute(params, edit, exp
         validate(params)
     else:
         assert expected in error_of(params)
+
+
+def test_a_text_to_image_experiment_takes_the_reference_codes_stable_diffusion_budgets():
+    from pipeline.params.runs import prompt_runs
+
+    params = resolve({"model": {"kind": "text_to_image"}, "text_to_image": {"prompts": "p.jsonl"}})
+    siss, retrack = params["methods"]["siss"], params["methods"]["retrack"]
+    assert (siss["batch_size"], siss["accumulate"], siss["lr"], siss["steps"], siss["scaling_norm"]) == (1, 16, 1e-5, 35, 750)
+    assert (retrack["steps"], retrack["lam"], params["methods"]["erasediff"]["eta"]) == (30, 0.5, 1e-2)
+    assert retrack["betas"] == [0.9, 0.999] and retrack["weight_decay"] == 1e-2
+    assert resolve({"data": {"inject": [{"image": "tshirt", "copies": 2}]}})["methods"]["siss"]["lr"] == 1e-4
+    names = [r.name for r in prompt_runs(params, 2)]
+    assert names[:2] == ["naive-s0-i0", "naive-s0-i1"] and len(names) == 12
+    assert all(Run.parse(n).name == n for n in names)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"lora": {"rank": 4, "alpha": 4}}, "text_to_image.lora: LoRA settings given, but text_to_image.train is 'full'"),
+    ({"train": "lora"}, "text_to_image.lora: required"),
+    ({"prompts": None}, "text_to_image.prompts: required"),
+    ({"split": {"space": "sscd"}}, "text_to_image.split.sscd: required"),
+    ({"captions": {"injected": [7]}}, "text_to_image.captions.injected: needs one label per data.inject entry (0)"),
+    ({"generation": {"n": 8}}, "knn.k: 10 nearest retain latents asked for"),
+])
+def test_text_to_image_params_are_checked_before_any_compute(changes, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        resolve({"model": {"kind": "text_to_image"}, "text_to_image": {"prompts": "p.jsonl", **changes}})

@@ -293,3 +293,19 @@ def test_a_text_to_image_model_pretrains_through_the_training_loop(saved, one_to
     method = CaptionedDDPMLoss(DDPMScheduler.from_config(pipe.scheduler.config), prompt_embeddings(pipe, [""]))
     _, log = train(pipe.unet, method, source, steps=2, batch_size=4, lr=1e-3, seed=0)
     assert log.count("\n") == 3 and "nan" not in log
+
+
+@pytest.mark.parametrize("train, lora, checkpointing", [("full", None, False), ("lora", {"rank": 2, "alpha": 4}, True)])
+def test_the_unet_trains_whole_or_through_lora_adapters_as_params_say(tmp_path, train, lora, checkpointing):
+    from pipeline.training.prompts import trainable_unet
+
+    pipe = build_text_to_image(CAPTIONS, resolution=16, seed=0, work=tmp_path, merges=50, vae_channels=[16, 32],
+                               unet_channels=[16, 32], text_dim=32)
+    unet = trainable_unet(pipe, {"train": train, "lora": lora, "gradient_checkpointing": checkpointing})
+    trained = {name for name, p in unet.named_parameters() if p.requires_grad}
+    if train == "full":
+        assert len(trained) == len(list(unet.parameters()))
+    else:
+        assert trained and all("lora_" in name for name in trained)
+    assert unet.is_gradient_checkpointing == checkpointing
+    assert not any(p.requires_grad for p in [*pipe.vae.parameters(), *pipe.text_encoder.parameters()])

@@ -11,7 +11,7 @@ retain set X the others, of the same prompt. Two ways to tell them apart:
   whose members' mean squared distance to its centroid is smaller.
 - **a reference image**, when the prompts file gives one: a generation is memorized when the
   cosine similarity of its vector to the reference's is at least ``threshold`` (on copy-detection
-  embeddings, or on pixels in [-1, 1]: in [0, 1] every pair of images has a high cosine).
+  embeddings, or on centred pixels, :func:`generation_vectors`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,37 @@ class Split:
         if self.centroids is None:
             return cosine(x, self.reference[None])[:, 0] >= self.threshold
         return ((x - self.centroids[0]) ** 2).sum(1) < ((x - self.centroids[1]) ** 2).sum(1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The split as arrays for an .npz (:meth:`from_arrays` reads them back)."""
+        empty = np.zeros((0,), dtype=np.float32)
+        return {"memorized": self.memorized, "spread": np.array(self.spread), "similarity": self.similarity,
+                "centroids": empty if self.centroids is None else self.centroids,
+                "reference": empty if self.reference is None else self.reference,
+                "threshold": np.array(self.threshold)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Split":
+        return cls(np.asarray(arrays["memorized"], dtype=bool), tuple(arrays["spread"].tolist()),
+                   arrays["similarity"], arrays["centroids"] if arrays["centroids"].size else None,
+                   arrays["reference"] if arrays["reference"].size else None, float(arrays["threshold"]))
+
+
+SPLIT_KEYS = ("memorized", "spread", "similarity", "centroids", "reference", "threshold")
+
+
+def generation_vectors(images: np.ndarray, embed=None, batch_size: int = 64) -> np.ndarray:
+    """The vectors a split is made on, (N, D) float32, of [0, 1] images (N, C, H, W): ``embed``'s
+    (a copy-detection embedding: [0, 1] image tensors -> vectors), or the pixels less each image's
+    mean, so that the cosine similarity of two is the correlation of their pixels (uncentred, a
+    shared background alone makes any two images of a data set look alike)."""
+    if embed is None:
+        x = _float_rows(images)
+        return x - x.mean(axis=1, keepdims=True)
+    import torch
+
+    return np.concatenate([embed(torch.from_numpy(np.asarray(images[i:i + batch_size], dtype=np.float32))).numpy()
+                           for i in range(0, len(images), batch_size)]).astype(np.float32)
 
 
 def kmeans_split(vectors: np.ndarray, seed: int = 0, redo: int = 10) -> Split:

@@ -61,6 +61,14 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
+def prompt_named(prompts: list[Prompt], name: str) -> Prompt:
+    """The prompt called ``name`` (UserError naming the known ones if there is none)."""
+    for prompt in prompts:
+        if prompt.name == name:
+            return prompt
+    raise UserError(f"no prompt named {name!r}; the prompts file has {[p.name for p in prompts]}")
+
+
 def _prompt(path: Path, number: int, line: str) -> Prompt:
     where = f"{path}, line {number}"
     try:

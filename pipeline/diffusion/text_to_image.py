@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -109,23 +110,39 @@ def has_lora(unet: UNet2DConditionModel) -> bool:
     return bool(getattr(unet, "peft_config", None))
 
 
-def save_text_to_image(pipe: StableDiffusionPipeline, path: str | Path) -> None:
-    """``save_pretrained`` (safetensors) into a temporary directory, renamed to ``path`` when
-    complete. A UNet with LoRA adapters is saved twice: merged into its weights (the pipeline
+def save_text_to_image(pipe: StableDiffusionPipeline, path: str | Path,
+                       files: dict[str, str | Path] | None = None) -> None:
+    """``save_pretrained`` (safetensors) into a temporary directory with ``files`` beside it (name:
+    text to write, or a file or directory to move in, last), renamed to ``path`` when complete. A UNet with LoRA adapters is saved twice: merged into its weights (the pipeline
     that ``from_pretrained`` loads), and the adapters alone in ``lora/`` (diffusers' LoRA format:
     ``pipe.load_lora_weights(path / "lora")`` on the starting model gives the same UNet)."""
     with atomic_path(path, directory=True) as tmp:
-        if not has_lora(pipe.unet):
-            pipe.save_pretrained(tmp, safe_serialization=True)
-            return
+        _save_pipeline(pipe, tmp)
+        for name, content in (files or {}).items():
+            if isinstance(content, Path):
+                if content.exists():
+                    shutil.move(content, tmp / name)
+            else:
+                (tmp / name).write_text(content)
+
+
+def _save_pipeline(pipe: StableDiffusionPipeline, tmp: Path) -> None:
+    if has_lora(pipe.unet):
         adapters = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
         StableDiffusionPipeline.save_lora_weights(  # with the LoraConfig, for its alpha / rank
             tmp / "lora", unet_lora_layers=adapters, unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict())
-        merged = copy.deepcopy(pipe.unet)
-        merged.fuse_lora()
-        merged.unload_lora()
-        StableDiffusionPipeline(**{**pipe.components, "unet": merged}, requires_safety_checker=False).save_pretrained(
-            tmp, safe_serialization=True)
+    pipe = StableDiffusionPipeline(**{**pipe.components, "unet": merged_unet(pipe.unet)}, requires_safety_checker=False)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+
+
+def merged_unet(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """The UNet itself, or with LoRA adapters a copy with them merged into its weights."""
+    if not has_lora(unet):
+        return unet
+    merged = copy.deepcopy(unet)
+    merged.fuse_lora()
+    merged.unload_lora()
+    return merged
 
 
 def build_text_to_image(captions: list[str], resolution: int, channels: int = 3, seed: int = 0,

@@ -26,12 +26,24 @@ def external_inputs(params: dict) -> list[tuple[str, str, str]]:
         files.append(("sscd", "metrics.copy_detection.sscd", metrics["copy_detection"]["sscd"]))
     if metrics["quality"].get("inception_weights"):
         files.append(("inception", "metrics.quality.inception_weights", metrics["quality"]["inception_weights"]))
-    return files
+    return files + text_to_image_inputs(params)
+
+
+def text_to_image_inputs(params: dict) -> list[tuple[str, str, str]]:
+    """A text-to-image experiment's files from outside: the prompts file, the SSCD model its split
+    runs on, the CLIP model of its quality score, each when params name one."""
+    if params["model"]["kind"] != "text_to_image":
+        return []
+    cfg = params["text_to_image"]
+    named = [("prompts", "text_to_image.prompts", cfg["prompts"]),
+             ("sscd", "text_to_image.split.sscd", cfg["split"]["sscd"]),
+             ("clip", "text_to_image.evaluation.clip", cfg["evaluation"]["clip"])]
+    return [item for item in named if item[2]]
 
 
 def external_files(params: dict) -> dict[str, list[str]]:
     """The paths of :func:`external_inputs` by kind. The rules declare them as inputs."""
-    kinds = ("base", "forget_images", "request", "encoder", "sscd", "inception")
+    kinds = ("base", "forget_images", "request", "encoder", "sscd", "inception", "prompts", "clip")
     return {kind: [path for k, _, path in external_inputs(params) if k == kind] for kind in kinds}
 
 

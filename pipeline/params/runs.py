@@ -34,7 +34,8 @@ class Run:
     """One unlearning run: a method, a seed, for a cell of the time/frequency sweep the forget
     term's hard time window and low-pass radius (:mod:`pipeline.methods.filters`) and, with
     ``experiment.per_image``, the one forget image it unlearns (its position among the distinct
-    forget images in row order, :func:`pipeline.data.sets.forget_of`) and, with
+    forget images in row order, :func:`pipeline.data.sets.forget_of`; with ``model.kind:
+    text_to_image``, the prompt it unlearns, its position in the prompts file, :func:`prompt_runs`) and, with
     ``experiment.requests``, the request it unlearns (1 for the first), starting from the model of
     the run of the request before it (:attr:`previous`). Its name is its model directory under
     models/: ``retrack-s0``, ``retrack+t250-750+r4-s0``, ``retrack-s0-i3``, ``retrack-s0-q2``."""
@@ -124,3 +125,10 @@ def model_names(params: dict) -> list[str]:
     """Every model the experiment samples and scores: the pretrained one, the retrained one
     (when ``experiment.retrain``), then each unlearning run."""
     return ["pretrained", *(["retrained"] if params["experiment"]["retrain"] else []), *(r.name for r in runs(params))]
+
+
+def prompt_runs(params: dict, prompts: int) -> list[Run]:
+    """The runs of a text-to-image experiment with ``prompts`` memorized prompts: every method x
+    seed once per prompt, which it unlearns alone (``siss-s0-i2``: the third prompt of the file)."""
+    experiment = params["experiment"]
+    return [Run(m, s, image=i) for m in experiment["methods"] for s in experiment["seeds"] for i in range(prompts)]

@@ -49,6 +49,15 @@ def _unlearn(params: dict, wildcards: dict) -> list[str]:
     return [f"methods.{Run.parse(wildcards['run']).method}", "compute.precision"]
 
 
+def _pretrain_text_to_image(params: dict, wildcards: dict) -> list[str]:
+    if params["model"]["source"] == "pretrained":
+        return ["model.kind", "model.source", "model.pretrained"]
+    return ["model.kind", "model.source", "data.seed", "text_to_image.captions", "text_to_image.model",
+            "text_to_image.pretrain", "compute.precision"]
+
+
+TEXT_TO_IMAGE_EVALUATION = ("text_to_image.evaluation", "text_to_image.split", "compute.precision")
+
 STAGE_KEYS: dict[str, Callable[[dict, dict], list[str]]] = {
     "data": _data,
     "pretrain": _pretrain,
@@ -66,6 +75,13 @@ STAGE_KEYS: dict[str, Callable[[dict, dict], list[str]]] = {
                                          "metrics.nll", "metrics.probe"],
     "audit": lambda params, wildcards: ["audit", "forget.strategy", "forget.request.file", "experiment.requests"],
     "requests": lambda params, wildcards: ["experiment.requests", "experiment.seeds"],
+    "pretrain_text_to_image": _pretrain_text_to_image,
+    "generate": lambda params, wildcards: ["text_to_image.generation", "text_to_image.split", "compute.precision"],
+    "unlearn_prompt": lambda params, wildcards: [*_unlearn(params, wildcards), "knn.k", "text_to_image.train",
+                                                 "text_to_image.lora", "text_to_image.gradient_checkpointing"],
+    "evaluate_prompt": lambda params, wildcards: list(TEXT_TO_IMAGE_EVALUATION),
+    "evaluate_pretrained": lambda params, wildcards: list(TEXT_TO_IMAGE_EVALUATION),
+    "report_prompts": lambda params, wildcards: ["text_to_image.evaluation"],
     "report": lambda params, wildcards: ["experiment.seeds", "experiment.per_image", "experiment.sweep",
                                          "metrics.memorization.ratio", "metrics.probe.t", "metrics.probe.draws",
                                          "metrics.trajectory"],

@@ -22,6 +22,7 @@ from pipeline.errors import UserError
 from pipeline.params.runs import COUNTED_STRATEGIES
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
+TEXT_TO_IMAGE = Path(__file__).with_name("text_to_image.yaml")  # defaults of model.kind text_to_image
 SCHEMA = Path(__file__).with_name("schema.yaml")
 
 
@@ -30,9 +31,11 @@ def schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
-def defaults() -> dict:
-    """Every key with its default value (a fresh copy)."""
-    return yaml.safe_load(DEFAULTS.read_text())
+def defaults(kind: str = "ddpm") -> dict:
+    """Every key with its default value (a fresh copy) for an experiment of ``model.kind`` ``kind``:
+    a text-to-image one takes the reference codes' Stable Diffusion budgets (``text_to_image.yaml``)."""
+    base = yaml.safe_load(DEFAULTS.read_text())
+    return merged(base, yaml.safe_load(TEXT_TO_IMAGE.read_text())) if kind == "text_to_image" else base
 
 
 def merged(base: dict, changes: dict) -> dict:
@@ -167,7 +170,7 @@ def cross_checks(params: dict) -> list[str]:
         problems.append("forget.request.file: must be null with experiment.requests, which names every request")
     if requests and params["experiment"].get("per_image"):
         problems.append("experiment.requests: a sequence of requests cannot be combined with experiment.per_image")
-    if forget["strategy"] == "injected" and not params["data"]["inject"]:
+    if forget["strategy"] == "injected" and not params["data"]["inject"] and params["model"]["kind"] == "ddpm":
         problems.append("forget.strategy: 'injected' needs at least one image in data.inject")
     if params["knn"]["space"] != "pixels" and not params["knn"].get("encoder"):
         problems.append(f"knn.encoder: required when knn.space is '{params['knn']['space']}'")
@@ -202,7 +205,40 @@ def cross_checks(params: dict) -> list[str]:
     for name in params["experiment"]["methods"]:
         if name not in method_names():
             problems.append(f"experiment.methods: unknown method {name!r}; known: {sorted(method_names())}")
+    if params["model"]["kind"] == "text_to_image":  # no forget strategy, knn over generations
+        return problems + text_to_image_checks(params)
     return problems + data_bound_checks(params)
+
+
+def text_to_image_checks(params: dict) -> list[str]:
+    """The rules of a text-to-image experiment (``model.kind: text_to_image``)."""
+    cfg, experiment, problems = params["text_to_image"], params["experiment"], []
+    if not cfg["prompts"]:
+        problems.append("text_to_image.prompts: required (a JSONL file of memorized prompts) when model.kind is "
+                        "'text_to_image'")
+    if cfg["train"] == "full" and cfg["lora"]:
+        problems.append("text_to_image.lora: LoRA settings given, but text_to_image.train is 'full' (every UNet "
+                        "weight trains); set train: lora to train adapters, or remove lora")
+    if cfg["train"] == "lora" and not cfg["lora"]:
+        problems.append("text_to_image.lora: required ({rank, alpha}) when text_to_image.train is 'lora'")
+    if cfg["split"]["space"] == "sscd" and not cfg["split"]["sscd"]:
+        problems.append("text_to_image.split.sscd: required (a TorchScript SSCD model) when split.space is 'sscd'")
+    unsupported = {"experiment.per_image": experiment["per_image"], "experiment.requests": experiment["requests"],
+                   "experiment.sweep.methods": (experiment.get("sweep") or {}).get("methods"),
+                   "experiment.retrain": experiment["retrain"]}
+    problems += [f"{key}: not supported with model.kind 'text_to_image' (one run per prompt x method x seed; no "
+                 "training set to retrain on); leave it at its default" for key, value in unsupported.items() if value]
+    if params["knn"]["k"] >= cfg["generation"]["n"]:
+        problems.append(f"knn.k: {params['knn']['k']} nearest retain latents asked for, but a prompt has only "
+                        f"text_to_image.generation.n = {cfg['generation']['n']} generations, some of them memorized")
+    captions = cfg["captions"]
+    if params["model"]["source"] == "train" and len(captions["injected"]) != len(params["data"]["inject"]):
+        problems.append(f"text_to_image.captions.injected: needs one label per data.inject entry "
+                        f"({len(params['data']['inject'])}), found {len(captions['injected'])}")
+    if any(label >= len(captions["labels"]) for label in captions["injected"]):
+        problems.append(f"text_to_image.captions.injected: labels must be below the {len(captions['labels'])} "
+                        "words of text_to_image.captions.labels")
+    return problems
 
 
 def validate(params: Any, source: str = "params.yaml") -> dict:
@@ -226,7 +262,8 @@ def resolve(changes: Any, source: str = "params.yaml") -> dict:
         changes = {}
     if not isinstance(changes, dict):
         raise UserError(f"{source}: expected a mapping of sections, got {type(changes).__name__}")
-    return validate(merged(defaults(), changes), source)
+    kind = (changes.get("model") or {}).get("kind") if isinstance(changes.get("model"), dict) else None
+    return validate(merged(defaults(kind or "ddpm"), changes), source)
 
 
 def read_changes(path: str | Path) -> Any:

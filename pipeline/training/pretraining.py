@@ -1,7 +1,7 @@
 r"""The pretraining recipe: a fresh UNet2DModel trained with the DDPM loss on given rows of the
 training set, keeping the EMA weights. On all of X it is the pretrained model; on the retain set
 R = X \ A only, the retrained model, the reference every unlearning method is compared against
-(methods.md 7).
+(methods.md 7). A text-to-image model's: :mod:`pipeline.training.text_to_image`.
 """
 
 from __future__ import annotations

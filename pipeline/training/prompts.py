@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.diffusion.text_to_image import add_lora
 from pipeline.errors import UserError
 from pipeline.search.neighbours import exact_search
 from pipeline.training.loop import BatchSource
@@ -30,3 +31,20 @@ def prompt_source(forget: np.ndarray, retain: np.ndarray, k: int) -> BatchSource
     rows, _ = exact_search(vectors[len(forget):], vectors[:len(forget)], k)
     return BatchSource(latents, retain_rows=np.arange(len(forget), len(latents)), forget_rows=np.arange(len(forget)),
                        forget_group=np.arange(len(forget)), neighbours=rows + len(forget))
+
+
+def trainable_unet(pipe, cfg: dict):
+    """The pipeline's UNet set up to unlearn as ``text_to_image`` params say: every weight trains
+    (``train: full``, the reference codes) or only LoRA adapters (``train: lora``,
+    :func:`pipeline.diffusion.text_to_image.add_lora`, with ``lora.rank`` and ``lora.alpha``), and
+    with ``gradient_checkpointing`` its blocks' activations are recomputed in the backward pass
+    instead of kept (diffusers' ``enable_gradient_checkpointing``): memory for about a third more
+    arithmetic (docs/benchmarks/sd_cost.md)."""
+    unet = pipe.unet
+    if cfg["train"] == "lora":
+        add_lora(unet, cfg["lora"]["rank"], cfg["lora"]["alpha"])
+    else:
+        unet.requires_grad_(True)
+    if cfg["gradient_checkpointing"]:
+        unet.enable_gradient_checkpointing()
+    return unet
