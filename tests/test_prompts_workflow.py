@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from diffusers import StableDiffusionPipeline
 
 from pipeline.artifacts import load_npz
@@ -108,3 +109,32 @@ def test_a_bad_prompts_file_stops_the_workflow_naming_the_line(prompts_run, line
         (prompts_run / "prompts.jsonl").write_text(good)
     assert result.returncode != 0 and expected in result.stdout + result.stderr
 
+
+
+def test_a_lora_run_saves_the_merged_pipeline_and_its_adapters(prompts_run, tmp_path):
+    """The unlearn_prompt stage with train: lora on the workflow's model and generations: only the
+    adapters train, and the starting model with the saved adapters is the saved merged model."""
+    import torch
+
+    from pipeline.stages.unlearn_prompt import main
+
+    w = prompts_run
+    params = yaml.safe_load((w / "params.yaml").read_text())
+    params["text_to_image"].update(train="lora", lora={"rank": 2, "alpha": 4}, prompts=str(w / "prompts.jsonl"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "siss-s0-i0"
+    main(["--params", str(tmp_path / "params.yaml"), "--run", "siss-s0-i0", "--model", str(w / "models/pretrained"),
+          "--generations", str(w / "prompts/seven/generations.npz"), "--out", str(out)])
+    summary = json.loads((out / "unlearn.json").read_text())
+    assert summary["train"] == "lora" and 0 < summary["trainable_parameters"] < 20000
+    merged = StableDiffusionPipeline.from_pretrained(out, use_safetensors=True)
+    start = StableDiffusionPipeline.from_pretrained(w / "models/pretrained", use_safetensors=True)
+    start.load_lora_weights(out / "lora")
+    start.fuse_lora()
+    z, t, c = torch.randn(1, 4, 8, 8), torch.tensor([500]), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        expected, got = start.unet(z, t, encoder_hidden_states=c).sample, merged.unet(z, t, encoder_hidden_states=c).sample
+        unchanged = StableDiffusionPipeline.from_pretrained(w / "models/pretrained", use_safetensors=True).unet(
+            z, t, encoder_hidden_states=c).sample
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, unchanged, atol=1e-6)

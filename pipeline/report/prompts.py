@@ -31,6 +31,7 @@ def run_row(pretrained: dict, record: dict) -> dict:
         row[f"{variant}_memorized_before"] = before[variant]["memorized_share"]
         row[f"{variant}_memorized_after"] = after[variant]["memorized_share"]
         row[f"{variant}_similarity_after"] = after[variant]["similarity_mean"]
+        row[f"{variant}_copy_share_before"] = before[variant]["copy_share"]
         row[f"{variant}_copy_share_after"] = after[variant]["copy_share"]
         row[f"{variant}_mitigated"] = after[variant]["mitigated"]
     controls = list((record.get("controls") or {}).values())
@@ -78,12 +79,13 @@ def markdown(methods: list[dict], rows: list[dict], notes: list[str]) -> str:
     body = [[method_label(m["method"]), m["prompts"], _pct(m["caption_mitigated"]), _pct(m["modified_mitigated"]),
              f"{_pct(m['caption_memorized_before'])} → {_pct(m['caption_memorized_after'])}",
              f"{_pct(m['modified_memorized_before'])} → {_pct(m['modified_memorized_after'])}",
-             _num(m["first_mitigated_step_median"], ".0f"),
+             _num(m["first_mitigated_step_median"], "g"),
              f"{_num(m[f'{quality}_before'], '.3f')} → {_num(m[f'{quality}_after'], '.3f')}",
              _num(m["control_similarity"], ".3f"), _num(m["wall_time_s"], ".1f"), _num(m["peak_rss_mib"], ".0f")]
             for m in methods]
     per_run = [[r["run"], r["prompt"], f"{_pct(r['caption_memorized_before'])} → {_pct(r['caption_memorized_after'])}",
                 f"{_pct(r['modified_memorized_before'])} → {_pct(r['modified_memorized_after'])}",
+                f"{_pct(r['caption_copy_share_before'])} → {_pct(r['caption_copy_share_after'])}",
                 _num(r["caption_similarity_after"], ".3f"), _num(r["first_mitigated_step"], "d"),
                 _num(r["control_similarity"], ".3f"), _num(r["wall_time_s"], ".1f")] for r in rows]
     return "\n\n".join([
@@ -91,8 +93,10 @@ def markdown(methods: list[dict], rows: list[dict], notes: list[str]) -> str:
         "Per method, averaged over prompts and seeds (mitigated: the share of prompts none of whose fresh "
         "generations the prompt's classifier calls memorized).",
         markdown_table(header, body),
-        "Per run.",
-        markdown_table(["run", "prompt", "memorized (caption)", "memorized (modified)", "similarity to A (caption)",
+        "Per run (copies: the share of generations at least `copy_threshold` similar to one of the starting "
+        "model's memorized generations).",
+        markdown_table(["run", "prompt", "memorized (caption)", "memorized (modified)", "copies (caption)",
+                        "similarity to A (caption)",
                         "first mitigated step", "control similarity", "time (s)"], per_run),
         *notes]) + "\n"
 

@@ -14,8 +14,10 @@ prompt for the starting model, ``--model pretrained``; a run's own prompt for a 
   the prompt is mitigated (the final model counting as step ``steps``).
 
 The control prompts (``evaluation.controls``) are generated with the same seeds by every model:
-the starting model writes its generations' vectors (``--controls-out``), and a run gives the mean
-similarity of its generations to them, pair by pair (``--controls``). A run's record also holds its
+the starting model writes its generations' vectors (``--controls-out``) and, as the level of two
+different images of a control prompt, the mean similarity of its generations from consecutive
+seeds; a run gives the mean similarity of its generations to the starting model's, pair by pair
+(``--controls``). A run's record also holds its
 cost (``cost.json``: wall time, peak memory) and its ``unlearn.json``. Outputs: ``--out`` (.json)
 and ``--samples`` (.npz: the caption's fresh generations, uint8, under each prompt's name).
 """
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     controls = params["text_to_image"]["evaluation"]["controls"]
     vectors = np.stack([generation_vectors(evaluator.generations(pipe, c), evaluator.embed) for c in controls]) \
         if controls else np.zeros((0, 0, 0), np.float32)
-    if run is None:
+    if run is None:  # what "changed" means: two generations of a control prompt from different seeds
+        record["controls_other_seed"] = {c: pair_similarity(v[:-1], v[1:]) for c, v in zip(controls, vectors)}
         save_npz(args.controls_out, vectors=vectors)
     elif controls:
         before = load_npz(args.controls, ("vectors",))["vectors"]

@@ -27,10 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = [run_row(records[0], record) for record in records[1:]]
     methods = method_rows(rows)
     cfg = params["text_to_image"]["evaluation"]
+    other_seed = list(records[0].get("controls_other_seed", {}).values())
     notes = [f"Fresh generations: {cfg['n']} per prompt and variant, {cfg['scheduler']} with {cfg['steps']} steps, "
              f"guidance {cfg['guidance']}, seed {cfg['seed']}. Similarities: cosine on {records[0]['embedding']}. "
              f"Quality: {records[0]['quality']}. Control similarity: mean similarity of the control prompts' "
-             "generations to the starting model's, pair by pair (same seed); 1 means unchanged."]
+             "generations to the starting model's, pair by pair (same seed); 1 means unchanged"
+             + (f", {sum(other_seed) / len(other_seed):.3f} is the starting model's between seeds (another image of "
+                "the same prompt)." if other_seed else ".")]
     save_text(args.out, markdown(methods, rows, notes))
     save_text(args.csv, to_csv(rows))
     save_json(args.summary, {m["method"]: m for m in methods})

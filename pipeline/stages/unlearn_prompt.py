@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_text_to_image(args.model).to(device())
     cfg = run.hyperparameters(params)
     method = make_method(run.method, cfg, DDPMScheduler.from_config(pipe.scheduler.config))
+    torch.manual_seed(run.seed)  # LoRA's A matrices are drawn when the adapters are added
     unet = trainable_unet(pipe, params["text_to_image"])
     net = Conditioned(unet, prompt_embeddings(pipe, [prompt.modified])[0])
     resume = resume_dir(args.out)
