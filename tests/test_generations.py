@@ -125,7 +125,8 @@ def test_clip_score_of_a_local_clip_model_matches_its_formula(tmp_path, rng):
                                      "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                                      "pad_token_id": tokenizer.pad_token_id},
                         vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "projection_dim": 8},
+                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+                                       "projection_dim": 8},
                         projection_dim=8)
     model = CLIPModel(config).eval()
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},

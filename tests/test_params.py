@@ -339,7 +339,8 @@ def test_a_text_to_image_experiment_takes_the_reference_codes_stable_diffusion_b
 
     params = resolve({"model": {"kind": "text_to_image"}, "text_to_image": {"prompts": "p.jsonl"}})
     siss, retrack = params["methods"]["siss"], params["methods"]["retrack"]
-    assert (siss["batch_size"], siss["accumulate"], siss["lr"], siss["steps"], siss["scaling_norm"]) == (1, 16, 1e-5, 35, 750)
+    budget = (siss["batch_size"], siss["accumulate"], siss["lr"], siss["steps"], siss["scaling_norm"])
+    assert budget == (1, 16, 1e-5, 35, 750)
     assert (retrack["steps"], retrack["lam"], params["methods"]["erasediff"]["eta"]) == (30, 0.5, 1e-2)
     assert retrack["betas"] == [0.9, 0.999] and retrack["weight_decay"] == 1e-2
     assert resolve({"data": {"inject": [{"image": "tshirt", "copies": 2}]}})["methods"]["siss"]["lr"] == 1e-4

@@ -84,7 +84,8 @@ def test_an_evaluation_key_reruns_only_the_evaluations_and_the_report(prompts_ru
      "text_to_image.lora: LoRA settings given, but text_to_image.train is 'full'"),
     (lambda p: p["text_to_image"]["generation"].update(scheduler="euler"),
      "text_to_image.generation.scheduler: got 'euler', expected one of ['ddim', 'ddpm']"),
-    (lambda p: p["text_to_image"].update(prompts="missing.jsonl"), "text_to_image.prompts: missing.jsonl: no such file"),
+    (lambda p: p["text_to_image"].update(prompts="missing.jsonl"),
+     "text_to_image.prompts: missing.jsonl: no such file"),
     (lambda p: p["experiment"].update(per_image=True), "experiment.per_image: not supported with model.kind"),
 ])
 def test_bad_params_stop_before_any_compute(prompts_run, edit, expected):
@@ -133,7 +134,8 @@ def test_a_lora_run_saves_the_merged_pipeline_and_its_adapters(prompts_run, tmp_
     start.fuse_lora()
     z, t, c = torch.randn(1, 4, 8, 8), torch.tensor([500]), torch.randn(1, 77, 32)
     with torch.no_grad():
-        expected, got = start.unet(z, t, encoder_hidden_states=c).sample, merged.unet(z, t, encoder_hidden_states=c).sample
+        expected = start.unet(z, t, encoder_hidden_states=c).sample
+        got = merged.unet(z, t, encoder_hidden_states=c).sample
         unchanged = StableDiffusionPipeline.from_pretrained(w / "models/pretrained", use_safetensors=True).unet(
             z, t, encoder_hidden_states=c).sample
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

@@ -197,3 +197,28 @@ def test_report_of_per_image_runs_averages_over_images(tmp_path, rng):
     assert "mean ± std over seeds and forget images" in md
     assert "| naive | 2 | 2.00 ± 0.00 |" in md
     assert (tmp_path / "report/probe.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prompt_report_averages_over_prompts_and_counts_the_share_mitigated():
+    from pipeline.report.prompts import method_rows, run_row
+
+    def figures(share):
+        return {"memorized_share": share, "similarity_mean": 0.5, "copy_share": share, "mitigated": float(share == 0),
+                "plausibility": 0.9}
+
+    def record(name, prompt, share, step):
+        return {"model": name, "run": {"method": "siss", "seed": 0, "prompt": prompt, "forget_generations": 3,
+                                       "retain_generations": 9},
+                "prompts": {prompt: {"caption": figures(share), "modified": figures(share),
+                                     "first_mitigated_step": step}},
+                "controls": {"a three": 0.8, "an eight": 0.6}, "cost": {"wall_time_s": 10.0, "peak_rss_mib": 500.0,
+                                                                       "peak_cuda_mib": None}}
+
+    pretrained = {"prompts": {p: {"caption": figures(0.25), "modified": figures(0.25)} for p in ("a", "b", "c")}}
+    rows = [run_row(pretrained, record(f"siss-s0-i{i}", prompt, share, step))
+            for i, (prompt, share, step) in enumerate([("a", 0.0, 5), ("b", 0.5, None), ("c", 0.0, 10)])]
+    assert rows[0]["control_similarity"] == pytest.approx(0.7) and rows[1]["caption_memorized_before"] == 0.25
+    (siss,) = method_rows(rows)
+    assert siss["prompts"] == 3 and siss["caption_mitigated"] == pytest.approx(2 / 3)
+    assert siss["caption_memorized_after"] == pytest.approx(0.5 / 3) and siss["first_mitigated_step_median"] == 7.5
+    assert siss["peak_cuda_mib"] is None and siss["wall_time_s"] == 10.0

@@ -14,17 +14,29 @@ from transformers import CLIPTokenizer
 from pipeline.diffusion.guided import generate, inference_scheduler
 from pipeline.diffusion.sampler import sample_generators
 from pipeline.diffusion.text_to_image import (
-    Conditioned, add_lora, build_text_to_image, encode_images, has_lora, load_text_to_image, prompt_embeddings,
-    save_text_to_image)
+    Conditioned,
+    add_lora,
+    build_text_to_image,
+    encode_images,
+    has_lora,
+    load_text_to_image,
+    prompt_embeddings,
+    save_text_to_image,
+)
 from pipeline.diffusion.tokenizer import train_clip_tokenizer
 from pipeline.errors import UserError
 from pipeline.methods.contract import Batch
-from pipeline.methods.registry import REGISTRY, make_method
 from pipeline.methods.losses import AutoencoderLoss, CaptionedDDPMLoss
+from pipeline.methods.registry import REGISTRY, make_method
 from pipeline.training.loop import BatchSource, step_direction, train
 from pipeline.training.prompts import prompt_source
 from tests.conftest import alpha_bar
-from tests.test_methods import HYPERPARAMETERS, per_example_randomness, reference_direction, reference_terms  # noqa: F401
+from tests.test_methods import (  # noqa: F401 (fixtures)
+    HYPERPARAMETERS,
+    per_example_randomness,
+    reference_direction,
+    reference_terms,
+)
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CAPTIONS = [f"a handwritten digit {d}" for d in DIGITS] * 20 + ["a red t-shirt on a white background"] * 30
@@ -175,7 +187,7 @@ class LinearConditionalNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_conditional_loss_and_direction_match_the_definitions(scheduler, per_example_randomness, name):
+def test_conditional_loss_and_direction_match_the_definitions(scheduler, per_example_randomness, name):  # noqa: F811
     """Each method on 4-channel latents with a prompt embedding c on every term: its terms and
     update equal the definitions (tests/test_methods.py) with eps_theta(z, t, c) in place of eps_theta(z, t)."""
     torch.manual_seed(1)

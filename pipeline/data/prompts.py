@@ -56,7 +56,8 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     seen = {}
     for number, prompt in enumerate(prompts, 1):
         if prompt.name in seen:
-            raise UserError(f"{path}: the name {prompt.name!r} is given twice (prompts {seen[prompt.name]} and {number})")
+            raise UserError(f"{path}: the name {prompt.name!r} is given twice "
+                            f"(prompts {seen[prompt.name]} and {number})")
         seen[prompt.name] = number
     return prompts
 

@@ -113,8 +113,9 @@ def has_lora(unet: UNet2DConditionModel) -> bool:
 def save_text_to_image(pipe: StableDiffusionPipeline, path: str | Path,
                        files: dict[str, str | Path] | None = None) -> None:
     """``save_pretrained`` (safetensors) into a temporary directory with ``files`` beside it (name:
-    text to write, or a file or directory to move in, last), renamed to ``path`` when complete. A UNet with LoRA adapters is saved twice: merged into its weights (the pipeline
-    that ``from_pretrained`` loads), and the adapters alone in ``lora/`` (diffusers' LoRA format:
+    text to write, or a file or directory to move in, last), renamed to ``path`` when complete. A
+    UNet with LoRA adapters is saved twice: merged into its weights (the pipeline that
+    ``from_pretrained`` loads), and the adapters alone in ``lora/`` (diffusers' LoRA format:
     ``pipe.load_lora_weights(path / "lora")`` on the starting model gives the same UNet)."""
     with atomic_path(path, directory=True) as tmp:
         _save_pipeline(pipe, tmp)
@@ -130,7 +131,8 @@ def _save_pipeline(pipe: StableDiffusionPipeline, tmp: Path) -> None:
     if has_lora(pipe.unet):
         adapters = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
         StableDiffusionPipeline.save_lora_weights(  # with the LoraConfig, for its alpha / rank
-            tmp / "lora", unet_lora_layers=adapters, unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict())
+            tmp / "lora", unet_lora_layers=adapters,
+            unet_lora_adapter_metadata=pipe.unet.peft_config["default"].to_dict())
     pipe = StableDiffusionPipeline(**{**pipe.components, "unet": merged_unet(pipe.unet)}, requires_safety_checker=False)
     pipe.save_pretrained(tmp, safe_serialization=True)
 
@@ -160,7 +162,8 @@ def build_text_to_image(captions: list[str], resolution: int, channels: int = 3,
     levels = len(cfg["vae_channels"])
     vae = AutoencoderKL(in_channels=channels, out_channels=channels, latent_channels=cfg["latent_channels"],
                         block_out_channels=tuple(cfg["vae_channels"]), layers_per_block=cfg["layers_per_block"],
-                        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                        down_block_types=("DownEncoderBlock2D",) * levels,
+                        up_block_types=("UpDecoderBlock2D",) * levels,
                         norm_num_groups=cfg["norm_groups"], sample_size=resolution)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=cfg["text_dim"], intermediate_size=4 * cfg["text_dim"],

@@ -73,7 +73,8 @@ def _num(value, spec: str) -> str:
 def markdown(methods: list[dict], rows: list[dict], notes: list[str]) -> str:
     """The report's tables: per method, then per run."""
     quality = "clip_score" if "clip_score_after" in rows[0] else "plausibility"
-    header = ["method", "prompts", "mitigated (caption)", "mitigated (modified)", "memorized before → after (caption)",
+    header = ["method", "prompts", "mitigated (caption)", "mitigated (modified)",
+              "memorized before → after (caption)",
               "memorized before → after (modified)", "first mitigated step", f"{quality} before → after",
               "control similarity", "time (s)", "peak RSS (MiB)"]
     body = [[method_label(m["method"]), m["prompts"], _pct(m["caption_mitigated"]), _pct(m["modified_mitigated"]),
@@ -83,7 +84,8 @@ def markdown(methods: list[dict], rows: list[dict], notes: list[str]) -> str:
              f"{_num(m[f'{quality}_before'], '.3f')} → {_num(m[f'{quality}_after'], '.3f')}",
              _num(m["control_similarity"], ".3f"), _num(m["wall_time_s"], ".1f"), _num(m["peak_rss_mib"], ".0f")]
             for m in methods]
-    per_run = [[r["run"], r["prompt"], f"{_pct(r['caption_memorized_before'])} → {_pct(r['caption_memorized_after'])}",
+    per_run = [[r["run"], r["prompt"],
+                f"{_pct(r['caption_memorized_before'])} → {_pct(r['caption_memorized_after'])}",
                 f"{_pct(r['modified_memorized_before'])} → {_pct(r['modified_memorized_after'])}",
                 f"{_pct(r['caption_copy_share_before'])} → {_pct(r['caption_copy_share_after'])}",
                 _num(r["caption_similarity_after"], ".3f"), _num(r["first_mitigated_step"], "d"),

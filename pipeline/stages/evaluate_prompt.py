@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     log = setup_logging(args.log)
     evaluator = Evaluator(params, log)
     pipe = load_text_to_image(model).to(device())
-    record = {"model": model.name, "embedding": "SSCD" if evaluator.embed else "pixels, each image centred (the cosine is their correlation)",
+    pixels = "pixels, each image centred (the cosine is their correlation)"
+    record = {"model": model.name, "embedding": "SSCD" if evaluator.embed else pixels,
               "quality": "clip_score" if evaluator.cfg["clip"] else "plausibility (fallback: no CLIP model named)",
               "prompts": {}}
     images = {}

@@ -22,8 +22,8 @@ from pipeline.errors import UserError
 from pipeline.params.validation import load_params
 from pipeline.stages.command import cli, stage_args
 from pipeline.training.cost import cost_record
-from pipeline.training.text_to_image import pretrain_text_to_image
 from pipeline.training.resume import load_attempts, resume_dir
+from pipeline.training.text_to_image import pretrain_text_to_image
 
 
 @cli
