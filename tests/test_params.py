@@ -356,7 +356,12 @@ def test_a_text_to_image_experiment_takes_the_reference_codes_stable_diffusion_b
     ({"split": {"space": "sscd"}}, "text_to_image.split.sscd: required"),
     ({"captions": {"injected": [7]}}, "text_to_image.captions.injected: needs one label per data.inject entry (0)"),
     ({"generation": {"n": 8}}, "knn.k: 10 nearest retain latents asked for"),
+    ({"generation": {"scheduler": "euler"}},
+     "text_to_image.generation.scheduler: got 'euler', expected one of ['ddim', 'ddpm']"),
+    ({"experiment": {"per_image": True}}, "experiment.per_image: not supported with model.kind 'text_to_image'"),
 ])
 def test_text_to_image_params_are_checked_before_any_compute(changes, expected):
+    experiment = changes.pop("experiment", {})
     with pytest.raises(UserError, match=re.escape(expected)):
-        resolve({"model": {"kind": "text_to_image"}, "text_to_image": {"prompts": "p.jsonl", **changes}})
+        resolve({"model": {"kind": "text_to_image"}, "experiment": experiment,
+                 "text_to_image": {"prompts": "p.jsonl", **changes}})

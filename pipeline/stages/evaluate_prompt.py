@@ -53,8 +53,8 @@ from pipeline.stages.command import cli, stage_args
 class Evaluator:
     """Generates and scores as ``text_to_image.evaluation`` says."""
 
-    def __init__(self, params: dict, log):
-        self.cfg, self.log = params["text_to_image"]["evaluation"], log
+    def __init__(self, params: dict):
+        self.cfg = params["text_to_image"]["evaluation"]
         self.precision = params["compute"]["precision"]
         self.embed = split_embedding(params["text_to_image"]["split"])
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     if (run is None) != (args.controls_out is not None):
         raise UserError("--controls-out is the starting model's (--model .../pretrained), --controls a run's")
     log = setup_logging(args.log)
-    evaluator = Evaluator(params, log)
+    evaluator = Evaluator(params)
     pipe = load_text_to_image(model).to(device())
     pixels = "pixels, each image centred (the cosine is their correlation)"
     record = {"model": model.name, "embedding": "SSCD" if evaluator.embed else pixels,
