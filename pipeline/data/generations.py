@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+import torch
 
 from pipeline.errors import UserError
 from pipeline.search.embeddings import cosine
@@ -75,8 +76,6 @@ def generation_vectors(images: np.ndarray, embed=None, batch_size: int = 64) -> 
     if embed is None:
         x = _float_rows(images)
         return x - x.mean(axis=1, keepdims=True)
-    import torch
-
     return np.concatenate([embed(torch.from_numpy(np.asarray(images[i:i + batch_size], dtype=np.float32))).numpy()
                            for i in range(0, len(images), batch_size)]).astype(np.float32)
 

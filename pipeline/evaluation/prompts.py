@@ -61,7 +61,7 @@ def plausibility(vectors: np.ndarray, retain_vectors: np.ndarray) -> float:
 def pair_similarity(before: np.ndarray, after: np.ndarray) -> float:
     """mean_i s(b_i, a_i) of paired generations (the same prompt and seed) before and after
     unlearning: 1 when a prompt outside the forget set still produces what it produced."""
-    return float(np.mean([cosine(b[None], a[None])[0, 0] for b, a in zip(before, after)]))
+    return float(np.diag(cosine(before, after)).mean())
 
 
 class ProjectedCLIP:

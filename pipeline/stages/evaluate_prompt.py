@@ -76,23 +76,24 @@ class Evaluator:
         return out, images
 
 
-def evaluate_prompt(evaluator: Evaluator, pipe, prompt, generations: str) -> tuple[dict, np.ndarray]:
-    """The prompt's figures (module doc) and its caption's fresh generations."""
+def read_split(generations: str) -> tuple[Split, np.ndarray]:
+    """A prompt's split and the vectors of the starting model's generations it was made on."""
     arrays = load_npz(generations, ("vectors", *SPLIT_KEYS))
-    split = Split.from_arrays(arrays)
-    caption, images = evaluator.figures(pipe, prompt.caption, split, arrays["vectors"])
-    modified, _ = evaluator.figures(pipe, prompt.modified, split, arrays["vectors"])
+    return Split.from_arrays(arrays), arrays["vectors"]
+
+
+def evaluate_prompt(evaluator: Evaluator, pipe, prompt, split: Split, vectors: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The prompt's figures (module doc) and its caption's fresh generations."""
+    caption, images = evaluator.figures(pipe, prompt.caption, split, vectors)
+    modified, _ = evaluator.figures(pipe, prompt.modified, split, vectors)
     return {"caption": caption, "modified": modified,
             "generations": {"memorized": int(split.memorized.sum()), "other": int((~split.memorized).sum())}}, images
 
 
-def checkpoint_steps(evaluator: Evaluator, pipe, model: Path, prompt, generations: str, final: dict,
-                     steps: int) -> dict:
+def checkpoint_steps(evaluator: Evaluator, pipe, model: Path, prompt, split: Split, final: dict, steps: int) -> dict:
     """The caption's memorized share at each checkpoint of the run and at its end, and the first
     step at which the prompt is mitigated (None if never)."""
-    arrays = load_npz(generations, ("vectors", *SPLIT_KEYS))
-    split, unet = Split.from_arrays(arrays), pipe.unet
-    points = []
+    unet, points = pipe.unet, []
     for folder in sorted((model / "checkpoints").glob("step-*")):
         pipe.unet = UNet2DConditionModel.from_pretrained(folder).to(unet.device).eval()
         vectors = generation_vectors(evaluator.generations(pipe, prompt.caption), evaluator.embed)
@@ -125,15 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     record = {"model": model.name, "embedding": "SSCD" if evaluator.embed else pixels,
               "quality": "clip_score" if evaluator.cfg["clip"] else "plausibility (fallback: no CLIP model named)",
               "prompts": {}}
-    images = {}
-    for prompt, generations in zip(evaluated, args.generations):
-        record["prompts"][prompt.name], images[prompt.name] = evaluate_prompt(evaluator, pipe, prompt, generations)
+    images, splits = {}, [read_split(path) for path in args.generations]
+    for prompt, (split, vectors) in zip(evaluated, splits):
+        record["prompts"][prompt.name], images[prompt.name] = evaluate_prompt(evaluator, pipe, prompt, split, vectors)
         log.info("%s on %s: %s", model.name, prompt.name, record["prompts"][prompt.name]["caption"])
     if run is not None:
         summary = load_json(model / "unlearn.json")
         final = record["prompts"][prompts[run.image].name]
-        final.update(checkpoint_steps(evaluator, pipe, model, prompts[run.image], args.generations[0],
-                                      final["caption"], summary["hyperparameters"]["steps"]))
+        final.update(checkpoint_steps(evaluator, pipe, model, prompts[run.image], splits[0][0], final["caption"],
+                                      summary["hyperparameters"]["steps"]))
         record.update(run=summary, cost=load_json(model / "cost.json"))
     controls = params["text_to_image"]["evaluation"]["controls"]
     vectors = np.stack([generation_vectors(evaluator.generations(pipe, c), evaluator.embed) for c in controls]) \

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from tqdm import tqdm
 
 from pipeline.diffusion.images import to_float
 from pipeline.diffusion.models import compute_settings, device
@@ -71,7 +72,8 @@ def latents_of(vae, images: np.ndarray, seed: int, block: int = 512) -> np.ndarr
     """E(x) of every image (uint8 rows, read a block at a time), unscaled, one seeded draw each."""
     generator = torch.Generator(vae.device).manual_seed(seed)
     out = [encode_images(vae, torch.from_numpy(to_float(np.asarray(images[i:i + block]))), generator).cpu()
-           / vae.config.scaling_factor for i in range(0, len(images), block)]
+           / vae.config.scaling_factor
+           for i in tqdm(range(0, len(images), block), desc="encode", unit="block", mininterval=5)]
     return torch.cat(out).numpy()
 
 
