@@ -9,14 +9,16 @@
    Uniform random images have no structure for an index to exploit (every distance is within a
    few per cent of every other), so the same is measured on N real images too: MNIST digits
    (784 dimensions) from ``data/raw/mnist.npz`` (``make setup`` fetches it), when present.
-3. Exact search against the bandwidth limit: the same N images stored as the index stores them
-   (uint8 pixels, :mod:`pipeline.search.embeddings`) and as float32 [0, 1] vectors (before), each
-   a memory-mapped .npy file. One streaming pass (every stored block read into memory, nothing
-   computed) against :func:`pipeline.search.neighbours.exact_search` of the forget set, with the
+3. Exact search against the bandwidth limit: N random images and N MNIST digits upscaled to
+   64x64x3 with seeded colours (real structure), stored as the index stores them (uint8 pixels,
+   :mod:`pipeline.search.embeddings`) and as float32 [0, 1] vectors (before), each a
+   memory-mapped .npy file. One streaming pass (every stored block read into memory, nothing
+   computed) against :func:`pipeline.search.neighbours.exact_search` of the forget set, as a scan
+   and with the index's lower bounds (:func:`pipeline.search.neighbours.bounded_search`), with the
    file in the page cache (warm) and evicted from it first (cold, ``posix_fadvise``: read from
    disk). The ratio search / pass says how far the search is from reading its input.
 4. Memory for a growing N: each N in a fresh process that encodes a uint8 image file into a
-   memory-mapped embedding file (:func:`pipeline.search.embeddings.embed`) and searches it exactly,
+   memory-mapped embedding file (:func:`pipeline.search.embeddings.embed`), sketches it and searches it exactly,
    against one that loads every vector into RAM and builds an ``IndexFlatL2``. Peak anonymous
    memory (RssAnon, sampled every 2 ms: what cannot be paged out; mapped file pages are not
    counted since the kernel can drop them) shows that the first stays bounded by one block.
@@ -44,7 +46,7 @@ import faiss
 import numpy as np
 
 from pipeline.search.embeddings import decode, embed, pixels
-from pipeline.search.neighbours import ApproximateIndex, exact_search, recall_at_k
+from pipeline.search.neighbours import ApproximateIndex, exact_search, lower_bounds, recall_at_k
 
 SHAPE = (3, 64, 64)
 K, N_FORGET = 10, 10
@@ -132,36 +134,80 @@ def streaming_pass(vectors: np.ndarray, block_bytes: int = 64 * 2**20) -> None:
         np.array(vectors[start:start + rows])
 
 
-def bandwidth_comparison(n: int, rounds: int) -> None:
+def digit_images(mnist: Path, start: int, stop: int, seed: int = 0, chunk: int = 2048):
+    """MNIST training digits start..stop as 3x64x64 uint8 images (bilinear upscaling), each with a
+    seeded colour of digit and background: images with the structure of real ones, at the bandwidth
+    table's shape."""
+    import torch
+    import torch.nn.functional as F
+
+    digits = np.load(mnist)["train_images"]
+    rng = np.random.default_rng(seed)
+    for first in range(start, stop, chunk):
+        grey = torch.from_numpy(digits[first:min(first + chunk, stop)]).float()[:, None] / 255
+        grey = F.interpolate(grey, size=SHAPE[1:], mode="bilinear")
+        ink = torch.from_numpy(rng.uniform(0.2, 1, (len(grey), 3, 1, 1))).float()
+        paper = torch.from_numpy(rng.uniform(0, 0.5, (len(grey), 3, 1, 1))).float()
+        yield ((paper * (1 - grey) + ink * grey).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def bandwidth_comparison(n: int, rounds: int, mnist: Path) -> None:
     print(f"## Exact search against one streaming pass over the stored vectors: N = {n} images of "
           f"{'x'.join(map(str, SHAPE))}, {N_FORGET} queries, K = {K}\n")
-    print("| stored as | file MiB | cache | streaming pass s | exact search s | search / pass |\n|---|---|---|---|---|---|")
-    queries = decode(np.concatenate([b.reshape(len(b), -1) for b in random_images(N_FORGET, 1)]))
-    found = {}
+    print("Scan: `exact_search` over every block. Bounded: the same with the index's lower bounds "
+          "(`bounded_search`, what the knn stage runs); it reads the rows the bounds cannot rule out, "
+          "at least those whose bound is below a query's K-th distance (\"must read\").\n")
+    print("| images | stored as | file MiB | sketches built s | cache | streaming pass s | scan s | bounded s | "
+          "scan / pass | bounded / pass | must read |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    sources = {"random": (lambda: random_images(n), next(random_images(N_FORGET, 1)))}
+    if mnist.is_file():  # the queries: the last digits, never among the n
+        sources["MNIST digits, coloured"] = (lambda: digit_images(mnist, 0, n),
+                                             next(digit_images(mnist, 60000 - N_FORGET, 60000, seed=1)))
     with tempfile.TemporaryDirectory() as tmp:
-        images = Path(tmp) / "images.npy"
-        write_images(images, n)
-        for dtype in ("uint8", "float32"):
-            path = Path(tmp) / f"{dtype}.npy"
-            if dtype == "uint8":
-                vectors = embed(np.load(images, mmap_mode="r"), pixels, path)
-            else:
-                stored = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, int(np.prod(SHAPE))))
-                for start, block in zip(range(0, n, 2048), random_images(n)):
-                    stored[start:start + len(block)] = decode(block.reshape(len(block), -1))
-                stored.flush()
-                del stored
-                vectors = np.load(path, mmap_mode="r")
-            for cache in ("warm", "cold"):
-                prepare = (lambda: evict(path)) if cache == "cold" else (lambda: None)
-                t_pass = statistics.median(timed_after(prepare, lambda: streaming_pass(vectors)) for _ in range(rounds))
-                t_search = statistics.median(timed_after(prepare, lambda: found.__setitem__(
-                    dtype, exact_search(vectors, queries, K))) for _ in range(rounds))
-                print(f"| {dtype} | {path.stat().st_size / 2**20:,.0f} | {cache} | {t_pass:.3f} | {t_search:.3f} | "
-                      f"{t_search / t_pass:.1f} |")
-    same = np.array_equal(found["uint8"][0], found["float32"][0])
-    print(f"\nidentical neighbours from uint8 and float32 storage: {same}; largest distance difference "
-          f"{np.abs(found['uint8'][1] - found['float32'][1]).max():.2e}\n")
+        for name, (images, queries) in sources.items():
+            queries, found = decode(queries.reshape(N_FORGET, -1)), {}
+            for dtype in ("uint8", "float32"):
+                path = Path(tmp) / f"{dtype}.npy"
+                bandwidth_rows(name, path, store(path, images(), n, np.dtype(dtype)), queries, rounds, found)
+            pos = {key: value[0] for key, value in found.items()}
+            print(f"\n{name}: the same neighbours from every row above: "
+                  f"{all(np.array_equal(pos['uint8'], p) for p in pos.values())}; largest distance difference "
+                  f"{max(np.abs(found['uint8'][1] - d).max() for _, d in found.values()):.1e}\n")
+
+
+def bandwidth_rows(name: str, path: Path, vectors: np.ndarray, queries: np.ndarray, rounds: int,
+                   found: dict) -> None:
+    """The table's rows (warm and cold cache) for the vectors stored at ``path``; each search's
+    result goes into ``found``."""
+    dtype = str(vectors.dtype)
+    t_build, bounds = timed(lambda: lower_bounds(vectors), 1)
+    for cache in ("warm", "cold"):
+        prepare = (lambda: evict(path)) if cache == "cold" else (lambda: None)
+
+        def median(fn):
+            return statistics.median(timed_after(prepare, fn) for _ in range(rounds))
+
+        t_pass = median(lambda: streaming_pass(vectors))
+        t_scan = median(lambda: found.__setitem__(dtype, exact_search(vectors, queries, K)))
+        t_bounded = median(lambda: found.__setitem__(f"{dtype} bounded",
+                                                     exact_search(vectors, queries, K, bounds=bounds)))
+        must = (bounds.squared(queries) < found[dtype][1][:, -1:] ** 2).any(0).mean()
+        print(f"| {name} | {dtype} | {path.stat().st_size / 2**20:,.0f} | {t_build:.1f} | {cache} | {t_pass:.3f} | "
+              f"{t_scan:.3f} | {t_bounded:.3f} | {t_scan / t_pass:.1f} | {t_bounded / t_pass:.2f} | {must:.1%} |")
+
+
+def store(path: Path, images, n: int, dtype: np.dtype) -> np.ndarray:
+    """Images (an iterator of uint8 blocks) stored as the index stores them, memory-mapped:
+    uint8 pixels, or (as before December 2026) float32 pixels in [0, 1]."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, int(np.prod(SHAPE))))
+    start = 0
+    for block in images:
+        flat = block.reshape(len(block), -1)
+        out[start:start + len(block)] = flat if dtype == np.uint8 else decode(flat)
+        start += len(block)
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
 
 
 def timed_after(prepare, fn) -> float:
@@ -199,8 +245,9 @@ def child(mode: str, images_path: str, work: str) -> None:
     queries = np.asarray(images[:N_FORGET], dtype=np.float32).reshape(N_FORGET, -1) / 255
     base = peak_anon_kib(lambda: None)
 
-    def bounded():
-        exact_search(embed(images, pixels, Path(work) / "vectors.npy", batch_size=256), queries, K)
+    def bounded():  # as the knn stage does: encode, sketch, search
+        vectors = embed(images, pixels, Path(work) / "vectors.npy", batch_size=256)
+        exact_search(vectors, queries, K, bounds=lower_bounds(vectors))
 
     def in_ram():
         vectors = np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255
@@ -214,8 +261,8 @@ def child(mode: str, images_path: str, work: str) -> None:
 
 def memory_comparison(sizes: list[int]) -> None:
     print("## Peak anonymous memory for a growing N (64x64x3 images; float32 vectors are 48 KiB each)\n")
-    print("| N | float32 vectors MiB | memmap + blocks: peak MiB (above start) | all in RAM + IndexFlatL2: peak MiB "
-          "(above start) |\n|---|---|---|---|")
+    print("| N | float32 vectors MiB | memmap + blocks + sketches: peak MiB (above start) | "
+          "all in RAM + IndexFlatL2: peak MiB (above start) |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             images = Path(tmp) / f"images-{n}.npy"
@@ -255,7 +302,7 @@ def main() -> None:
         digits = np.load(args.mnist)["train_images"].reshape(60000, -1).astype(np.float32) / 255
         approximate_comparison(digits[:args.n], digits[-N_FORGET:], args.rounds, args.recall_queries, "MNIST digits")
     if "bandwidth" not in args.skip:
-        bandwidth_comparison(args.n, args.rounds)
+        bandwidth_comparison(args.n, args.rounds, args.mnist)
     if "memory" not in args.skip:
         memory_comparison(args.sizes)
 

@@ -8,8 +8,9 @@ unlearn (ReTrack, 2 steps), sample, metrics (FID on PCA features, copy detection
 TorchScript embedding made here), trajectory and report. While it runs, every stage's process
 (this run's only: an environment variable marks its jobs) is sampled every 20 ms for its
 anonymous resident memory (RssAnon in /proc: what the process itself holds and cannot page out;
-pages of a memory-mapped file are left out, the kernel can drop them). Prints each stage's peak per N and, last, for the stage that grows most, the ratio
-peak(largest N) / peak(smallest N). Target: at most 1.5.
+pages of a memory-mapped file are left out, the kernel can drop them). Prints each stage's peak
+per N and, last, for the stage that grows most, the ratio peak(largest N) / peak(smallest N).
+Target: at most 1.5.
 
     python benchmarks/memory.py [--sizes 1000 5000 30000] [--shapes celebahq default] [--keep DIR]
 
@@ -176,7 +177,8 @@ def report(shape: str, peaks: dict[int, dict[str, float]]) -> None:
     for stage in stages:
         row = [peaks[n].get(stage) for n in sizes]
         ratios[stage] = row[-1] / row[0] if row[0] and row[-1] else float("nan")
-        print(f"| {stage} | " + " | ".join("–" if v is None else f"{v:,.0f}" for v in row) + f" | {ratios[stage]:.2f} |")
+        cells = " | ".join("–" if v is None else f"{v:,.0f}" for v in row)
+        print(f"| {stage} | {cells} | {ratios[stage]:.2f} |")
     data_mib = {n: n * dims["channels"] * dims["resolution"] ** 2 / 2**20 for n in sizes}
     print("| (the training images, uint8) | " + " | ".join(f"{data_mib[n]:,.1f}" for n in sizes) +
           f" | {data_mib[sizes[-1]] / data_mib[sizes[0]]:.0f} |")

@@ -20,10 +20,10 @@ from pipeline.data import mnist, sets
 from pipeline.data.mnist import mnist_from_wheel
 from pipeline.data.sets import load_heldout_set
 from pipeline.data.sources import DRAWN, draw_tshirt, folder_images, forget_image, raw_split
-from pipeline.params.inputs import DRAWN_IMAGES
 from pipeline.data.training_set import build_training_set, split_heldout
 from pipeline.diffusion.images import square_resize
 from pipeline.errors import UserError
+from pipeline.params.inputs import DRAWN_IMAGES
 from pipeline.params.validation import validate
 from pipeline.stages import data as data_stage
 

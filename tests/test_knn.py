@@ -10,10 +10,13 @@ import yaml
 
 from pipeline.artifacts import load_npz, save_npz
 from pipeline.errors import UserError
+from pipeline.search import neighbours as search
+from pipeline.search.bounds import LowerBounds
 from pipeline.search.embeddings import decode
 from pipeline.search.neighbours import (
     ApproximateIndex,
     exact_search,
+    lower_bounds,
     nearest_other,
     range_pairs,
     recall_at_k,
@@ -152,6 +155,83 @@ def test_nearest_other_with_a_very_close_pair(rng):
     got = nearest_other(data, block_rows=6)
     np.testing.assert_allclose(got, d.min(axis=1), rtol=1e-3, atol=1e-3)
     assert got[4] < 0.1 and got[11] < 0.1
+
+
+# ---------------------------------------------------------------- lower bounds and bounded search
+
+
+def smooth_images(rng, n: int, size: int = 16) -> np.ndarray:
+    """n uint8 images (n, size*size) of a few random blobs each: the low-frequency structure the
+    bounds exploit, so that they rule most rows out."""
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1)
+    images = np.zeros((n, size, size))
+    for _ in range(3):
+        centre = rng.uniform(0, size, (n, 1, 1, 2))
+        images += rng.uniform(0.2, 1, (n, 1, 1)) * np.exp(-((grid - centre) ** 2).sum(-1) / 8)
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8).reshape(n, -1)
+
+
+@pytest.mark.parametrize("n, dims", [(400, 8), (400, 64), (5, 64)],
+                         ids=["sketch-8", "sketch-64", "fewer-rows-than-dims"])
+def test_lower_bounds_never_exceed_the_true_distances(rng, n, dims):
+    data = decode(np.concatenate([smooth_images(rng, n), rng.integers(0, 256, (n, 256), dtype=np.uint8)]))
+    queries = decode(np.concatenate([smooth_images(rng, 7), rng.integers(0, 256, (3, 256), dtype=np.uint8)]))
+    bounds = LowerBounds.build(data[:300], [data[:n], data[n:]], dims=dims)
+    assert bounds.sketches.shape == (len(data), min(dims, len(data[:300])) + 1)
+    got, truth = bounds.squared(queries), pairwise(queries, data) ** 2
+    assert np.all(got <= truth)
+    assert got.max() > 0.5 * truth.max()  # and not vacuous: the farthest pairs are bounded closely
+
+
+def test_bounded_search_is_exact_and_reads_few_rows(rng, monkeypatch):
+    data = smooth_images(rng, 3000)
+    queries = decode(smooth_images(rng, 5))
+    read = []
+    measure = search._squared_distances
+
+    def counted(vectors, queries, rows, centre):
+        read.append(len(rows))
+        return measure(vectors, queries, rows, centre)
+
+    monkeypatch.setattr(search, "_squared_distances", counted)
+    pos, dist = exact_search(data, queries, 10, bounds=lower_bounds(data))
+    want_pos, want_dist = brute_force(decode(data), queries, 10)
+    np.testing.assert_array_equal(pos, want_pos)
+    np.testing.assert_allclose(dist, want_dist, rtol=1e-5, atol=1e-5)
+    assert 20 <= sum(read) < 0.25 * len(data)  # at least the first 2K rows, far from all
+
+
+def test_bounded_search_scans_what_its_bounds_cannot_prune(rng, monkeypatch):
+    data = rng.integers(0, 256, (600, 256), dtype=np.uint8)  # uniform noise: every distance alike
+    queries = decode(rng.integers(0, 256, (4, 256), dtype=np.uint8))
+    scans = []
+    scan = search._scan
+    monkeypatch.setattr(search, "_scan", lambda *args: scans.append(1) or scan(*args))
+    pos, dist = exact_search(data, queries, 5, bounds=lower_bounds(data))
+    assert scans == [1]
+    want_pos, want_dist = brute_force(decode(data), queries, 5)
+    np.testing.assert_array_equal(pos, want_pos)
+    np.testing.assert_allclose(dist, want_dist, rtol=1e-5, atol=1e-5)
+
+
+def test_bounded_search_finds_copies_at_distance_zero_and_k_equal_to_n(rng):
+    data = smooth_images(rng, 40)
+    bounds = lower_bounds(data)
+    pos, dist = exact_search(data, decode(data[[17, 3]]), 1, bounds=bounds)
+    np.testing.assert_array_equal(pos[:, 0], [17, 3])
+    np.testing.assert_allclose(dist, 0, atol=1e-3)
+    pos, dist = exact_search(data, decode(data[:2]), 40, bounds=bounds)
+    assert all(sorted(row.tolist()) == list(range(40)) for row in pos)
+    # k = N: the scan (faiss), whose float32 |q|^2 + |v|^2 - 2 q.v leaves ~1e-5 of a squared zero
+    np.testing.assert_allclose(dist**2, brute_force(decode(data), decode(data[:2]), 40)[1] ** 2, atol=1e-4)
+
+
+def test_lower_bounds_survive_saving(tmp_path, rng):
+    data = smooth_images(rng, 50)
+    bounds = lower_bounds(data)
+    bounds.save(tmp_path / "bounds.npz")
+    loaded = LowerBounds.load(tmp_path / "bounds.npz")
+    np.testing.assert_array_equal(loaded.squared(decode(data[:3])), bounds.squared(decode(data[:3])))
 
 
 # ---------------------------------------------------------------- approximate indexes
@@ -326,6 +406,14 @@ def test_knn_cli_index_directory(tmp_path, params, rng):
     np.testing.assert_array_equal(vectors, images[RETAIN].reshape(16, -1))
     np.testing.assert_array_equal(np.load(index / "rows.npy"), RETAIN)
     assert not (index / "index.faiss").exists()
+    assert LowerBounds.load(index / "bounds.npz").sketches.shape == (16, info["bound_dims"] + 1)
+
+
+def test_knn_cli_reads_a_flat_index_written_before_its_bounds(tmp_path, params, rng):
+    images = write_inputs(tmp_path, params, rng, k=4)
+    main(knn_argv(tmp_path))
+    (tmp_path / "index" / "bounds.npz").unlink()
+    search.neighbours(tmp_path / "index", images[[5]], 4, search.pixels)  # the plain scan, no error
 
 
 def test_knn_cli_hnsw_index_records_recall(tmp_path, params, rng):

@@ -26,7 +26,6 @@ from pipeline.artifacts import load_npz
 from pipeline.errors import UserError
 from pipeline.params.runs import REFERENCE_MODELS, Run
 
-
 BLOCK_BYTES = 64 * 2**20  # the images of one block of a pass over a data set
 
 
