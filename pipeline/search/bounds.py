@@ -77,7 +77,8 @@ class LowerBounds:
     def squared(self, queries: np.ndarray) -> np.ndarray:
         """Lower bounds (Q, N) of the squared distances from float32 ``queries`` to every vector,
         less each query's rounding tolerance: a vector whose bound exceeds a distance d^2 is
-        farther than d for faiss too. ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b in float64."""
+        farther than d as the search computes distances too (in float32, whether faiss's scan or
+        :func:`pipeline.search.neighbours.bounded_search`). ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b in float64."""
         sketched, norms = self.sketch(queries, self.mean, self.basis)
         bound = (sketched**2).sum(1)[:, None] + self.sketch_norms[None, :] - 2 * sketched @ self.sketches.T
         tolerance = TOLERANCE * (norms.astype(np.float64) + self.scale)
