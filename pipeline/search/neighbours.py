@@ -207,10 +207,11 @@ def range_pairs(vectors: np.ndarray, radius: float, block_rows: int | None = Non
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
-def _progress(query_blocks: Iterator[np.ndarray], vectors: np.ndarray, block_rows: int | None, desc: str):
-    """A progress bar over blocks of queries, each a full scan of ``vectors``."""
-    total = -(-len(vectors) // rows_per_block(vectors, block_rows))
-    return tqdm(query_blocks, total=total, desc=desc, unit="block", mininterval=5)
+def _progress(vector_blocks: Iterator[np.ndarray], vectors: np.ndarray, block_rows: int | None, desc: str,
+              block_bytes: int = BLOCK_BYTES):
+    """A progress bar over the blocks of ``vectors`` (``blocks(vectors, block_rows, block_bytes)``)."""
+    total = -(-len(vectors) // rows_per_block(vectors, block_rows, block_bytes))
+    return tqdm(vector_blocks, total=total, desc=desc, unit="block", mininterval=5)
 
 
 def nearest_other(vectors: np.ndarray, block_rows: int | None = None) -> np.ndarray:
@@ -305,7 +306,9 @@ def lower_bounds(vectors: np.ndarray, seed: int = 0) -> LowerBounds:
     per image: 170 of them, 134 MB as float32)."""
     size = min(SAMPLE, max(DIMS, rows_per_block(vectors, block_bytes=BLOCK_BYTES // 2)))
     sample = np.sort(np.random.default_rng(seed).permutation(len(vectors))[:size])
-    return LowerBounds.build(decode(vectors[sample]), blocks(vectors, block_bytes=2 * CACHED_BLOCK_BYTES))
+    block_bytes = 2 * CACHED_BLOCK_BYTES
+    return LowerBounds.build(decode(vectors[sample]), _progress(blocks(vectors, block_bytes=block_bytes), vectors,
+                                                                None, "sketch", block_bytes))
 
 
 def build_index(directory: Path, images: np.ndarray, retain: np.ndarray, cfg: dict, encode: Encoder) -> dict:
